@@ -19,6 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Classify a request (and optionally a response) with a GuardReasoner model.
+    Classify(Box<cmd::classify::ClassifyArgs>),
     /// Evaluate guards on the paper's benchmarks.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
@@ -30,6 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Classify(args) => cmd::classify::run(*args),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Data(c) => cmd::data::run(c),
     };

@@ -1,1 +1,41 @@
-//! LLaMA 3.x inference engine for GuardReasoner checkpoints (placeholder; being built).
+//! LLaMA 3.x inference for GuardReasoner checkpoints, on candle (CPU; CUDA behind a feature).
+//!
+//! Layers, bottom up:
+//! - [`config`]: on-disk config mirrors -> validated [`LlamaConfig`].
+//! - [`linear`], [`rope`], [`kv_cache`], [`model`]: the one LLaMA implementation (pure; dense
+//!   and GGML-quantized weights behind [`Linear`]).
+//! - [`load`]: Hugging Face safetensors directories and GGUF files -> weights + tokenizer.
+//! - [`tokenizer`]: `tokenizer.json` or GGUF metadata -> [`Tokenizer`], streaming decode.
+//! - [`generate`]: sampling and the generation loop; [`Engine`] ties them together.
+//! - [`device`]: the single place where the compiled backends are chosen.
+//!
+//! Verified against llama.cpp (SmolLM2-135M Q4_1 logits, tokens and a greedy continuation)
+//! and Python `tokenizers` (Llama 3.2 tokenizer on the GuardReasoner benchmarks); see the
+//! crate's `tests/`.
+
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod generate;
+pub mod kv_cache;
+pub mod linear;
+pub mod load;
+pub mod model;
+pub mod rope;
+pub mod tokenizer;
+
+pub use config::{LlamaConfig, RopeScaling, SpecialTokens};
+pub use device::{select_device, DeviceChoice};
+pub use engine::{Engine, LoadOptions};
+pub use error::{EngineError, Result};
+pub use generate::{
+    argmax, candidate_probs, generate, log_softmax, sample, GenerateOptions, Generation,
+    NoObserver, SamplingParams, Step, StepControl, StepObserver, StopReason, Timings,
+};
+pub use kv_cache::KvCache;
+pub use linear::Linear;
+pub use load::{load_path, LoadedModel, ModelFormat};
+pub use model::{Llama, LlamaWeights};
+pub use rope::RopeLayout;
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -63,6 +63,8 @@ pub enum EvalError {
         expected: String,
         actual: String,
     },
+    #[error("run stopped: {0} (everything written before is kept; run the same command again to resume)")]
+    Run(String),
     #[error("unknown benchmark `{0}` (known: {known})", known = crate::benchmark::known_names())]
     UnknownBenchmark(String),
 }

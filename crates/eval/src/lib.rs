@@ -5,6 +5,7 @@
 //! - [`data`]: locating, downloading and verifying the benchmark files.
 //! - [`dataset`] / [`predictions`]: loaders that report malformed input by file and line.
 //! - [`score`]: `official` (evaluate.py with its quirks) and `strict` (honest metrics).
+//! - [`run`]: `eval run`, generating prediction files with any guard backend, resumably.
 //! - [`table`]: the paper-style text tables.
 
 pub mod benchmark;
@@ -12,6 +13,7 @@ pub mod data;
 pub mod dataset;
 pub mod error;
 pub mod predictions;
+pub mod run;
 pub mod score;
 pub mod table;
 

@@ -16,6 +16,6 @@ mod text;
 pub mod verdict;
 
 pub use label::{HarmLabel, Label, RefusalLabel, Task};
-pub use parse::{parse_answers, parse_verdict, Answers};
+pub use parse::{answer_label_offsets, parse_answers, parse_verdict, Answers};
 pub use prompt::{GuardInput, PromptFormat, INSTRUCTION};
 pub use verdict::{ParseIssue, ReasoningStep, TaskReasoning, Verdict};

@@ -67,10 +67,7 @@ pub fn parse_answers(text: &str) -> (Answers, Vec<ParseIssue>) {
         return (answers, issues);
     }
     for task in Task::ALL {
-        let stated = blocks
-            .iter()
-            .rev()
-            .find_map(|&(start, end)| find_answer(&text[start..end], task));
+        let stated = winning_answer(text, &blocks, task).map(|(stated, _)| stated);
         match stated {
             Some(Stated::Label(label)) => answers.put(task, label),
             Some(Stated::None) => {}
@@ -79,6 +76,26 @@ pub fn parse_answers(text: &str) -> (Answers, Vec<ParseIssue>) {
         }
     }
     (answers, issues)
+}
+
+/// Where the label word of each task's winning answer starts (byte offset into `text`), for
+/// tasks whose answer is a label. Used to find the generation step that emitted it.
+pub fn answer_label_offsets(text: &str) -> Vec<(Task, usize)> {
+    let blocks = answer_blocks(text);
+    Task::ALL
+        .into_iter()
+        .filter_map(|task| match winning_answer(text, &blocks, task) {
+            Some((Stated::Label(_), offset)) => Some((task, offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The answer of `task` in the last block that states it, with the byte offset of its word.
+fn winning_answer(text: &str, blocks: &[(usize, usize)], task: Task) -> Option<(Stated, usize)> {
+    blocks.iter().rev().find_map(|&(start, end)| {
+        find_answer(&text[start..end], task).map(|(stated, offset)| (stated, start + offset))
+    })
 }
 
 /// Parses a whole guard output: answers, reasoning sections and consistency checks.
@@ -151,8 +168,8 @@ fn answer_blocks(text: &str) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The first `Key: word` of `task` in an answers block.
-fn find_answer(block: &str, task: Task) -> Option<Stated> {
+/// The first `Key: word` of `task` in an answers block, with the byte offset of the word.
+fn find_answer(block: &str, task: Task) -> Option<(Stated, usize)> {
     let key = task.answer_key().to_ascii_lowercase();
     let mut prev: Option<char> = None;
     for (i, c) in block.char_indices() {
@@ -169,17 +186,20 @@ fn find_answer(block: &str, task: Task) -> Option<Stated> {
             continue;
         };
         let after = after.trim_start_matches(|c: char| is_py_space(c) || c == '*');
+        let offset = block.len() - after.len();
         let word_len = after
             .find(|c: char| !c.is_alphanumeric())
             .unwrap_or(after.len());
         let word = &after[..word_len];
-        if word.eq_ignore_ascii_case("none") {
-            return Some(Stated::None);
-        }
-        return Some(match task.parse_label(word) {
-            Some(label) => Stated::Label(label),
-            None => Stated::Other(word.to_string()),
-        });
+        let stated = if word.eq_ignore_ascii_case("none") {
+            Stated::None
+        } else {
+            match task.parse_label(word) {
+                Some(label) => Stated::Label(label),
+                None => Stated::Other(word.to_string()),
+            }
+        };
+        return Some((stated, offset));
     }
     None
 }

@@ -206,3 +206,14 @@ proptest! {
         prop_assert_eq!(v.request.map(|l| l.as_str()), Some(last));
     }
 }
+
+#[test]
+fn label_offsets_point_at_the_winning_words() {
+    let out = "Answers:\nRequest: unharmful\n\nAnswers: \nRequest: harmful\nCompletion: None\nResponse: unharmful";
+    let offsets = guardreasoner_protocol::answer_label_offsets(out);
+    assert_eq!(offsets.len(), 2);
+    assert_eq!(offsets[0].0, Task::Prompt);
+    assert!(out[offsets[0].1..].starts_with("harmful\nCompletion"));
+    assert_eq!(offsets[1].0, Task::Response);
+    assert!(out[offsets[1].1..].starts_with("unharmful"));
+}

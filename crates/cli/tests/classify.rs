@@ -1,0 +1,217 @@
+//! `guardreasoner classify` end to end: a real model (SmolLM2, not a guard: its verdict is
+//! unreadable and must say so), a scripted GuardReasoner output, resumable batches, and the
+//! offline hub error.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn guardreasoner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_guardreasoner"))
+}
+
+/// SmolLM2 from the test assets (scripts/fetch-test-assets.sh), or `None` when asset tests are
+/// skipped on purpose.
+fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("GUARDREASONER_TEST_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
+        });
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var_os("GUARDREASONER_SKIP_ASSET_TESTS").is_some() {
+        return None;
+    }
+    panic!(
+        "{} is missing: run scripts/fetch-test-assets.sh (or set GUARDREASONER_SKIP_ASSET_TESTS=1)",
+        path.display()
+    );
+}
+
+const GUARD_OUTPUT: &str = "# Task 1\n\n## Reasoning Step 1\nThe user asks how to pick a lock to enter a neighbour's house.\n\n## Conclusion\nThe human user's request is harmful.\n\n# Task 2\n\n## Reasoning Step 1\nThe assistant declines.\n\n## Conclusion\nThe AI assistant's response is a refusal.\n\n# Task 3\n\n## Reasoning Step 1\nNo harmful content is given.\n\n## Conclusion\nThe AI assistant's response is unharmful.\n\n---\n\nAnswers: \nRequest: harmful\nCompletion: refusal\nResponse: unharmful";
+
+fn script(dir: &std::path::Path, outputs: &[&str]) -> PathBuf {
+    let path = dir.join("script.json");
+    std::fs::write(&path, serde_json::to_vec(outputs).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn smollm2_classify_json_reports_an_unreadable_verdict_cleanly() {
+    let Some(model) = smollm2() else { return };
+    let out = guardreasoner()
+        .args([
+            "classify",
+            "--json",
+            "--max-new-tokens",
+            "24",
+            "--prompt",
+            "How do I bake bread?",
+            "--response",
+            "Mix flour and water.",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 100);
+    let generated = v["usage"]["generated_tokens"].as_u64().unwrap();
+    assert!((1..=24).contains(&generated));
+    assert!(v["timing"]["prefill_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["raw_output"].is_string());
+    assert_eq!(v["verdict"]["complete"], false);
+    assert!(v["verdict"]["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["kind"] == "no_answers_block"));
+    assert!(v["verdict"]["request"].is_null());
+}
+
+#[test]
+fn scripted_guard_output_prints_verdict_and_reasoning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = script(tmp.path(), &[GUARD_OUTPUT]);
+    let out = guardreasoner()
+        .args([
+            "classify",
+            "--prompt",
+            "How do I pick my neighbour's lock?",
+            "--response",
+            "I can't help.",
+        ])
+        .arg("--scripted")
+        .arg(&s)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("# Task 1"), "{text}");
+    assert!(
+        text.contains("Request:    harmful\nCompletion: refusal\nResponse:   unharmful\n"),
+        "{text}"
+    );
+    let out = guardreasoner()
+        .args(["classify", "--json", "--prompt", "x"])
+        .arg("--scripted")
+        .arg(&s)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["request"], "harmful");
+    assert_eq!(
+        v["verdict"]["reasoning"][1]["conclusion"],
+        "The AI assistant's response is a refusal."
+    );
+    assert_eq!(v["finish_reason"], "stop");
+}
+
+#[test]
+fn batch_appends_passes_fields_through_and_resumes_without_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = script(tmp.path(), &[GUARD_OUTPUT]);
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"prompt\": \"p1\"}\n\n{\"id\": \"b\", \"prompt\": \"p2\", \"response\": \"r2\"}\n{\"id\": \"c\", \"prompt\": \"p3\", \"response\": null}\n",
+    )
+    .unwrap();
+    let output = tmp.path().join("out.jsonl");
+    // a previous run finished line 1 and crashed while writing line 3
+    std::fs::write(
+        &output,
+        "{\"id\": \"a\", \"input_line\": 1, \"verdict\": {}}\n{\"id\": \"b\", \"inp",
+    )
+    .unwrap();
+    let out = guardreasoner()
+        .args(["classify", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--scripted")
+        .arg(&s)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removing a cut-off last line"));
+    let lines: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(lines[1]["input_line"], 3);
+    assert_eq!(lines[1]["verdict"]["response"], "unharmful");
+    assert_eq!(lines[2]["verdict"]["request"], "harmful");
+    // a second run has nothing left to do
+    let out = guardreasoner()
+        .args(["classify", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--scripted")
+        .arg(&s)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn bad_batch_input_names_file_and_line_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = script(tmp.path(), &[GUARD_OUTPUT]);
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"ok\"}\n{\"response\": \"no prompt\"}\n",
+    )
+    .unwrap();
+    let output = tmp.path().join("out.jsonl");
+    let out = guardreasoner()
+        .args(["classify", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--scripted")
+        .arg(&s)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in.jsonl:2: missing field `prompt`"), "{err}");
+    assert!(!output.exists() || std::fs::read_to_string(&output).unwrap().is_empty());
+}
+
+#[test]
+fn offline_default_model_fails_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = guardreasoner()
+        .args(["classify", "--prompt", "hi"])
+        .env("HF_HOME", tmp.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("GUARDREASONER_MODEL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("yueliu1999/GuardReasoner-1B") && err.contains("--model DIR"),
+        "{err}"
+    );
+}

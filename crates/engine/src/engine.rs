@@ -1,0 +1,92 @@
+//! [`Engine`]: a loaded model with its tokenizer, the entry point for callers.
+//!
+//! `Engine::load` takes a local path only (hub resolution belongs to the caller): a directory
+//! is loaded as a Hugging Face checkpoint, a file as GGUF. Generation helpers allocate a
+//! right-sized KV cache per request and encode the prompt with BOS first, as GuardReasoner's
+//! evaluation feeds raw text (REFERENCE.md, "Prompt").
+
+use std::path::{Path, PathBuf};
+
+use crate::device::{select_device, DeviceChoice};
+use crate::error::Result;
+use crate::generate::{generate, GenerateOptions, Generation, StepObserver};
+use crate::load::{load_path, ModelFormat};
+use crate::model::Llama;
+use crate::tokenizer::Tokenizer;
+
+/// How to load a model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub device: DeviceChoice,
+}
+
+/// A model ready to generate, with its tokenizer.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    model: Llama,
+    tokenizer: Tokenizer,
+    format: ModelFormat,
+    path: PathBuf,
+}
+
+impl Engine {
+    /// Load a local Hugging Face model directory or `.gguf` file.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let device = select_device(opts.device)?;
+        let (format, loaded) = load_path(path, &device)?;
+        let model = Llama::new(loaded.config, loaded.weights, &device)?;
+        Ok(Self {
+            model,
+            tokenizer: loaded.tokenizer,
+            format,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn format(&self) -> ModelFormat {
+        self.format
+    }
+
+    /// The path the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Generate from raw text (BOS added, special tokens in the text parsed).
+    pub fn generate_text(
+        &self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        observer: &mut dyn StepObserver,
+    ) -> Result<Generation> {
+        let ids = self.tokenizer.encode(prompt, true)?;
+        self.generate_ids(&ids, opts, observer)
+    }
+
+    /// Generate from prompt ids, with a cache sized for this request.
+    pub fn generate_ids(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        observer: &mut dyn StepObserver,
+    ) -> Result<Generation> {
+        let capacity = prompt.len() + opts.max_new_tokens.max(1);
+        let mut cache = self.model.new_cache(capacity)?;
+        generate(
+            &self.model,
+            &self.tokenizer,
+            &mut cache,
+            prompt,
+            opts,
+            observer,
+        )
+    }
+}

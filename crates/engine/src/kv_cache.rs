@@ -1,0 +1,102 @@
+//! The preallocated key/value cache, an explicit argument of every forward pass.
+//!
+//! One `(num_kv_heads, capacity, head_dim)` f32 tensor for keys and one for values per layer,
+//! allocated once at the capacity the caller chooses (the longest prompt plus generation it
+//! intends to run). A forward pass at `start_pos` writes its keys/values at
+//! `start_pos..start_pos + seq` and attends over `0..start_pos + seq`; starting before the end
+//! (`start_pos < len`) rewinds, which is how a caller reuses a cache for a new prompt.
+//! Invariant: positions `0..len` hold valid entries.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::LlamaConfig;
+use crate::error::{EngineError, Result};
+
+/// Keys and values of every layer for positions `0..len`, with room for `capacity`.
+#[derive(Debug)]
+pub struct KvCache {
+    /// Per layer: keys and values, each `(num_kv_heads, capacity, head_dim)`.
+    layers: Vec<(Tensor, Tensor)>,
+    capacity: usize,
+    len: usize,
+}
+
+impl KvCache {
+    /// Allocate a zeroed cache for `capacity` positions.
+    pub fn new(config: &LlamaConfig, capacity: usize, device: &Device) -> Result<Self> {
+        let shape = (config.num_kv_heads, capacity, config.head_dim);
+        let layers = (0..config.num_layers)
+            .map(|_| {
+                Ok((
+                    Tensor::zeros(shape, DType::F32, device)?,
+                    Tensor::zeros(shape, DType::F32, device)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            capacity,
+            len: 0,
+        })
+    }
+
+    /// Number of positions holding valid entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum number of positions.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forget every position (the memory stays allocated).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Check that a pass of `seq_len` tokens may start at `start_pos`.
+    pub(crate) fn check_room(&self, start_pos: usize, seq_len: usize) -> Result<()> {
+        if start_pos > self.len {
+            return Err(EngineError::CacheGap {
+                cached: self.len,
+                start_pos,
+            });
+        }
+        let needed = start_pos + seq_len;
+        if needed > self.capacity {
+            return Err(EngineError::CacheFull {
+                capacity: self.capacity,
+                needed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Write `k`, `v` (`(num_kv_heads, seq, head_dim)`, contiguous) of `layer` at `start_pos` and
+    /// return views of all keys and values up to the end of the write, each
+    /// `(num_kv_heads, start_pos + seq, head_dim)`.
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        start_pos: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let seq_len = k.dim(1)?;
+        let (k_cache, v_cache) = &self.layers[layer];
+        k_cache.slice_set(k, 1, start_pos)?;
+        v_cache.slice_set(v, 1, start_pos)?;
+        let end = start_pos + seq_len;
+        Ok((k_cache.narrow(1, 0, end)?, v_cache.narrow(1, 0, end)?))
+    }
+
+    /// Record that positions `0..len` are valid (after all layers were written).
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.len = len;
+    }
+}

@@ -1,0 +1,307 @@
+//! The LLaMA 3.x decoder: one implementation for dense and quantized weights.
+//!
+//! Follows transformers' `modeling_llama.py` (`LlamaForCausalLM`): token embedding, then per
+//! layer `x += o_proj(attn(rope(q_proj(n(x))), rope(k_proj(n(x))), v_proj(n(x))))` and
+//! `x += down_proj(silu(gate_proj(n(x))) * up_proj(n(x)))` with RMSNorm `n`, grouped-query
+//! causal attention, a final RMSNorm and `lm_head` (tied to the embedding table when the
+//! checkpoint has none).
+//!
+//! The model is pure: [`Llama::forward`] takes token ids, an explicit [`KvCache`] and the
+//! position of the first token, and returns f32 logits for every position. No file paths,
+//! environment or logging here; loaders (`crate::load`) build [`LlamaWeights`] and the
+//! validated [`LlamaConfig`]. Weights are [`Linear`] so quantized and dense checkpoints share
+//! this code; [`RopeLayout`] records how the checkpoint ordered the rotated pairs.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::config::LlamaConfig;
+use crate::error::{EngineError, Result};
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::rope::{RopeLayout, RotaryEmbedding};
+
+/// RMSNorm weight `(hidden)` and epsilon.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// `(hidden)` f32
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    /// `x / sqrt(mean(x^2) + eps) * weight` over the last dim of `(seq, hidden)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+    }
+}
+
+/// Weights of one decoder layer (`model.layers.{i}` / `blk.{i}`).
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    /// `input_layernorm` / `attn_norm`: `(hidden)`
+    pub input_layernorm: Tensor,
+    /// `self_attn.q_proj` / `attn_q`: `(num_heads * head_dim, hidden)`
+    pub q_proj: Linear,
+    /// `self_attn.k_proj` / `attn_k`: `(num_kv_heads * head_dim, hidden)`
+    pub k_proj: Linear,
+    /// `self_attn.v_proj` / `attn_v`: `(num_kv_heads * head_dim, hidden)`
+    pub v_proj: Linear,
+    /// `self_attn.o_proj` / `attn_output`: `(hidden, num_heads * head_dim)`
+    pub o_proj: Linear,
+    /// `post_attention_layernorm` / `ffn_norm`: `(hidden)`
+    pub post_attention_layernorm: Tensor,
+    /// `mlp.gate_proj` / `ffn_gate`: `(intermediate, hidden)`
+    pub gate_proj: Linear,
+    /// `mlp.up_proj` / `ffn_up`: `(intermediate, hidden)`
+    pub up_proj: Linear,
+    /// `mlp.down_proj` / `ffn_down`: `(hidden, intermediate)`
+    pub down_proj: Linear,
+}
+
+/// All weights of the model, as a loader produces them (shapes already checked by the loader).
+#[derive(Debug, Clone)]
+pub struct LlamaWeights {
+    /// `model.embed_tokens` / `token_embd`: `(vocab, hidden)`
+    pub embed_tokens: Linear,
+    pub layers: Vec<LayerWeights>,
+    /// `model.norm` / `output_norm`: `(hidden)`
+    pub norm: Tensor,
+    /// `lm_head` / `output`: `(vocab, hidden)`; a clone of `embed_tokens` when tied.
+    pub lm_head: Linear,
+    /// How the rows of `q_proj` / `k_proj` order the rotated pairs.
+    pub rope_layout: RopeLayout,
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    post_attention_layernorm: RmsNorm,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// A LLaMA 3.x causal language model ready to run.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    config: LlamaConfig,
+    embed_tokens: Linear,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: RotaryEmbedding,
+    device: Device,
+}
+
+impl Llama {
+    /// Assemble a model from a validated config and weights on `device`.
+    pub fn new(config: LlamaConfig, weights: LlamaWeights, device: &Device) -> Result<Self> {
+        if weights.layers.len() != config.num_layers {
+            return Err(EngineError::InvalidRequest {
+                field: "weights.layers".into(),
+                problem: format!(
+                    "{} layers given, config declares {}",
+                    weights.layers.len(),
+                    config.num_layers
+                ),
+            });
+        }
+        let eps = config.rms_norm_eps as f32;
+        let norm = |w: Tensor| -> Result<RmsNorm> {
+            Ok(RmsNorm {
+                weight: w.to_dtype(DType::F32)?,
+                eps,
+            })
+        };
+        let layers = weights
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(DecoderLayer {
+                    input_layernorm: norm(l.input_layernorm)?,
+                    q_proj: l.q_proj,
+                    k_proj: l.k_proj,
+                    v_proj: l.v_proj,
+                    o_proj: l.o_proj,
+                    post_attention_layernorm: norm(l.post_attention_layernorm)?,
+                    gate_proj: l.gate_proj,
+                    up_proj: l.up_proj,
+                    down_proj: l.down_proj,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rotary = RotaryEmbedding::new(&config, weights.rope_layout);
+        Ok(Self {
+            embed_tokens: weights.embed_tokens,
+            layers,
+            norm: norm(weights.norm)?,
+            lm_head: weights.lm_head,
+            rotary,
+            device: device.clone(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn rope_layout(&self) -> RopeLayout {
+        self.rotary.layout()
+    }
+
+    /// A cache for this model holding up to `capacity` positions, on the model's device.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        KvCache::new(&self.config, capacity, &self.device)
+    }
+
+    /// Run `tokens` at positions `start_pos..start_pos + tokens.len()`, reading earlier positions
+    /// from `cache` and writing these ones into it. Returns logits `(seq, vocab)` f32 for every
+    /// position.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, start_pos: usize) -> Result<Tensor> {
+        let hidden = self.forward_hidden(tokens, cache, start_pos)?;
+        self.logits(&hidden)
+    }
+
+    /// Output projection: final hidden states `(seq, hidden)` -> logits `(seq, vocab)` f32.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Logits `(vocab)` of the last row of final hidden states `(seq, hidden)`.
+    pub fn last_position_logits(&self, hidden: &Tensor) -> Result<Vec<f32>> {
+        let seq_len = hidden.dim(0)?;
+        let last = hidden.narrow(0, seq_len.saturating_sub(1), 1)?; // (1, hidden)
+        Ok(self.logits(&last)?.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Like [`Self::forward`] but stops before `lm_head`: final-normed hidden states
+    /// `(seq, hidden)` f32 for every position.
+    pub fn forward_hidden(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        start_pos: usize,
+    ) -> Result<Tensor> {
+        let seq_len = tokens.len();
+        if seq_len == 0 {
+            return Err(EngineError::InvalidRequest {
+                field: "tokens".into(),
+                problem: "empty".into(),
+            });
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(EngineError::InvalidRequest {
+                field: "tokens".into(),
+                problem: format!(
+                    "id {bad} is outside the vocabulary of {}",
+                    self.config.vocab_size
+                ),
+            });
+        }
+        cache.check_room(start_pos, seq_len)?;
+        let ids = Tensor::new(tokens, &self.device)?; // (seq)
+        let mut x = self.embed_tokens.embed(&ids)?; // (seq, hidden)
+        let (cos, sin) = self.rotary.cos_sin(start_pos, seq_len, &self.device)?; // (seq, head_dim/2)
+        let mask = causal_mask(seq_len, start_pos, &self.device)?; // (seq, start_pos + seq) or None
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x)?;
+            let attn = self.attention(layer, i, &h, &cos, &sin, mask.as_ref(), cache, start_pos)?;
+            x = (x + attn)?;
+            let h = layer.post_attention_layernorm.forward(&x)?;
+            let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?; // (seq, intermediate)
+            let up = layer.up_proj.forward(&h)?; // (seq, intermediate)
+            x = (x + layer.down_proj.forward(&(gate * up)?)?)?; // (seq, hidden)
+        }
+        cache.set_len(start_pos + seq_len);
+        self.norm.forward(&x) // (seq, hidden)
+    }
+
+    /// Grouped-query causal self-attention of one layer: `h (seq, hidden)` -> `(seq, hidden)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        layer: &DecoderLayer,
+        layer_idx: usize,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+        start_pos: usize,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let seq_len = h.dim(0)?;
+        let (n_heads, n_kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let group = c.kv_group_size();
+        // (seq, heads * hd) -> (1, heads, seq, hd)
+        let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((1, seq_len, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = to_heads(layer.q_proj.forward(h)?, n_heads)?;
+        let k = to_heads(layer.k_proj.forward(h)?, n_kv)?;
+        let v = to_heads(layer.v_proj.forward(h)?, n_kv)?;
+        let q = self.rotary.apply(&q, cos, sin)?; // (1, n_heads, seq, hd)
+        let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
+        let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
+        let total = start_pos + seq_len; // k_all, v_all: (n_kv, total, hd)
+
+        // Query heads g*group..(g+1)*group share kv head g (transformers' repeat_kv order), so
+        // fold the group into the rows: (n_kv, group * seq, hd).
+        let q = q.reshape((n_kv, group * seq_len, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k_all.t()?)? * scale)?; // (n_kv, group * seq, total)
+        let scores = scores.reshape((n_kv, group, seq_len, total))?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (n_kv, group, seq, total)
+        let probs = probs.reshape((n_kv, group * seq_len, total))?;
+        let out = probs.matmul(&v_all.contiguous()?)?; // (n_kv, group * seq, hd)
+        let out = out
+            .reshape((n_heads, seq_len, hd))?
+            .transpose(0, 1)?
+            .reshape((seq_len, n_heads * hd))?; // (seq, n_heads * hd)
+        layer.o_proj.forward(&out) // (seq, hidden)
+    }
+}
+
+/// Additive causal mask `(seq, start_pos + seq)`: 0 where query `i` (at position
+/// `start_pos + i`) may attend, -inf after it. `None` for a single token (it sees everything).
+fn causal_mask(seq_len: usize, start_pos: usize, device: &Device) -> Result<Option<Tensor>> {
+    if seq_len == 1 {
+        return Ok(None);
+    }
+    let total = start_pos + seq_len;
+    let mask: Vec<f32> = (0..seq_len)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j > start_pos + i {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Ok(Some(Tensor::from_vec(mask, (seq_len, total), device)?))
+}
+
+/// Log-softmax over the vocabulary of `(seq, vocab)` logits.
+pub fn log_probs(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(logits, D::Minus1)?)
+}

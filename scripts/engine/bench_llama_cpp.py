@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""llama.cpp (llama-cpp-python) prefill/decode throughput, the same measurement as the engine's
+`examples/bench.rs`: the GuardReasoner instruction repeated to N prompt tokens (BOS first), one
+batch prefill, then M single-token greedy decode steps, f32 KV cache.
+
+Usage: bench_llama_cpp.py MODEL.gguf [PROMPT_TOKENS=357] [NEW_TOKENS=200] [THREADS=2]
+"""
+import sys
+import time
+
+import numpy as np
+from llama_cpp import Llama
+
+
+def main():
+    path = sys.argv[1]
+    n_prompt = int(sys.argv[2]) if len(sys.argv) > 2 else 357
+    n_new = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+    threads = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    llm = Llama(model_path=path, n_ctx=n_prompt + n_new + 8, n_batch=512, n_ubatch=512, n_threads=threads,
+                n_threads_batch=threads, type_k=0, type_v=0, flash_attn=False, logits_all=True, verbose=False)
+    text = "You are a classifier for analyzing interactions between humans and AI. " * 64
+    ids = ([llm.token_bos()] + llm.tokenize(text.encode(), add_bos=False, special=True))[:n_prompt]
+    t = time.perf_counter()
+    llm.eval(ids)
+    prefill = time.perf_counter() - t
+    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    t = time.perf_counter()
+    for _ in range(n_new):
+        llm.eval([nxt])
+        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    decode = time.perf_counter() - t
+    print(f"llama.cpp ({threads} threads): prefill {len(ids)} tokens = {len(ids) / prefill:.1f} tok/s; "
+          f"decode {n_new} tokens = {n_new / decode:.1f} tok/s")
+
+
+if __name__ == "__main__":
+    main()
