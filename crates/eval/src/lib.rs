@@ -13,6 +13,7 @@ pub mod data;
 pub mod dataset;
 pub mod error;
 pub mod predictions;
+pub mod report;
 pub mod run;
 pub mod score;
 pub mod table;

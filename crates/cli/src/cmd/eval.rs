@@ -19,6 +19,22 @@ pub enum EvalCommand {
     Run(Box<RunArgs>),
     /// Score prediction files (`DIR/<Benchmark>/generated_predictions.jsonl`).
     Score(ScoreArgs),
+    /// Write report.md and a self-contained report.html for a run directory.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory (holding `<Benchmark>/generated_predictions.jsonl`).
+    pub run: PathBuf,
+    /// Other run directories to show beside it.
+    #[arg(long, value_name = "DIR")]
+    pub compare: Vec<PathBuf>,
+    /// Where to write report.md and report.html (default: the run directory).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +79,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<ExitCode> {
     match command {
         EvalCommand::Score(args) => score(args),
         EvalCommand::Run(args) => run_benchmarks(*args),
+        EvalCommand::Report(args) => report(args),
     }
 }
 
@@ -188,5 +205,31 @@ fn run_benchmarks(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.out.display(),
         args.out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    use guardreasoner_eval::report::{self, Report, RunData};
+    let data = args.data.data_dir();
+    let mut runs = Vec::new();
+    for dir in std::iter::once(&args.run).chain(&args.compare) {
+        if !dir.is_dir() {
+            anyhow::bail!("{}: not a directory", dir.display());
+        }
+        runs.push(RunData::load(dir, Some(&data)));
+    }
+    let report = Report { runs };
+    for run in &report.runs {
+        for (pair, e) in run.strict.errors() {
+            eprintln!(
+                "warning: {} {} ({}): {e}",
+                run.name, pair.benchmark, pair.task
+            );
+        }
+    }
+    let out = args.out.unwrap_or_else(|| args.run.clone());
+    std::fs::create_dir_all(&out)?;
+    let (md, html) = report::write(&report, &out)?;
+    eprintln!("wrote {} and {}", md.display(), html.display());
     Ok(ExitCode::SUCCESS)
 }
