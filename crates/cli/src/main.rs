@@ -24,9 +24,15 @@ enum Command {
     /// Evaluate guards on the paper's benchmarks.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
+    /// Synthesize reasoning training data with a teacher model behind an OpenAI-compatible API.
+    Synth(Box<cmd::synth::SynthArgs>),
     /// Manage the benchmark data files.
     #[command(subcommand)]
     Data(cmd::data::DataCommand),
+    /// Convert a Hugging Face LLaMA checkpoint to GGUF (q8_0, q4_k_m or f16) for this engine and llama.cpp.
+    Quantize(cmd::quantize::QuantizeArgs),
+    /// Serve the guard over HTTP (/v1/guard, OpenAI-compatible moderations, completions, chat proxy).
+    Serve(Box<cmd::serve::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,9 @@ fn main() -> ExitCode {
         Command::Classify(args) => cmd::classify::run(*args),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Data(c) => cmd::data::run(c),
+        Command::Synth(args) => cmd::synth::run(*args),
+        Command::Quantize(args) => cmd::quantize::run(args),
+        Command::Serve(args) => cmd::serve::run(*args),
     };
     match result {
         Ok(code) => code,

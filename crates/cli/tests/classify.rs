@@ -2,34 +2,12 @@
 //! unreadable and must say so), a scripted GuardReasoner output, resumable batches, and the
 //! offline hub error.
 
+mod common;
+
+use common::*;
+
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::Command;
-
-fn guardreasoner() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_guardreasoner"))
-}
-
-/// SmolLM2 from the test assets (scripts/fetch-test-assets.sh), or `None` when asset tests are
-/// skipped on purpose.
-fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("GUARDREASONER_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var_os("GUARDREASONER_SKIP_ASSET_TESTS").is_some() {
-        return None;
-    }
-    panic!(
-        "{} is missing: run scripts/fetch-test-assets.sh (or set GUARDREASONER_SKIP_ASSET_TESTS=1)",
-        path.display()
-    );
-}
 
 const GUARD_OUTPUT: &str = "# Task 1\n\n## Reasoning Step 1\nThe user asks how to pick a lock to enter a neighbour's house.\n\n## Conclusion\nThe human user's request is harmful.\n\n# Task 2\n\n## Reasoning Step 1\nThe assistant declines.\n\n## Conclusion\nThe AI assistant's response is a refusal.\n\n# Task 3\n\n## Reasoning Step 1\nNo harmful content is given.\n\n## Conclusion\nThe AI assistant's response is unharmful.\n\n---\n\nAnswers: \nRequest: harmful\nCompletion: refusal\nResponse: unharmful";
 

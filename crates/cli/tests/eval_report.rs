@@ -1,22 +1,14 @@
 //! `guardreasoner eval report`: report.md and report.html from the released predictions, with
 //! the paper's rows, both scoring modes, confusion counts, quality and length statistics.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn data_root() -> PathBuf {
-    std::env::var_os("GUARDREASONER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guardreasoner")
-        })
-}
+use common::*;
 
 #[test]
 fn report_has_both_modes_paper_rows_and_charts() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_guardreasoner"))
-        .env("GUARDREASONER_DATA_DIR", data_root())
+    let out = guardreasoner()
         .args(["eval", "report"])
         .arg(data_root().join("predictions/1B"))
         .arg("--compare")

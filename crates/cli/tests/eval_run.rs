@@ -2,24 +2,14 @@
 //! item appears exactly once and in order; the scores of a scripted run are the ones counted by
 //! hand from the benchmark labels; a real model (SmolLM2) runs and resumes too.
 
+mod common;
+
+use common::*;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn data_root() -> PathBuf {
-    std::env::var_os("GUARDREASONER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guardreasoner")
-        })
-}
-
-fn guardreasoner() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_guardreasoner"));
-    c.env("GUARDREASONER_DATA_DIR", data_root());
-    c
-}
 
 const ANSWERS: &str = "# Task 1\n\n## Reasoning Step 1\nScripted.\n\n---\n\nAnswers: \nRequest: harmful\nCompletion: refusal\nResponse: unharmful";
 const BENCHMARKS: [(&str, &str); 3] = [
@@ -198,20 +188,7 @@ fn changed_decoding_settings_are_refused_on_resume() {
 
 #[test]
 fn smollm2_runs_and_resumes() {
-    let assets = std::env::var_os("GUARDREASONER_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let model = assets.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.is_file() {
-        assert!(
-            std::env::var_os("GUARDREASONER_SKIP_ASSET_TESTS").is_some(),
-            "{} missing: run scripts/fetch-test-assets.sh",
-            model.display()
-        );
-        return;
-    }
+    let Some(model) = smollm2() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let cmd = |limit: &str| {

@@ -1,22 +1,9 @@
 //! `guardreasoner eval score` end to end: the exact official numbers, the JSON document, and a
 //! bad prediction file failing loudly without hiding the good ones.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn data_root() -> PathBuf {
-    std::env::var_os("GUARDREASONER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guardreasoner")
-        })
-}
-
-fn guardreasoner() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_guardreasoner"));
-    c.env("GUARDREASONER_DATA_DIR", data_root());
-    c
-}
+use common::*;
 
 #[test]
 fn official_mode_prints_the_published_values() {

@@ -100,6 +100,10 @@ pub enum EngineError {
     #[error("generation: {field}: {problem}")]
     InvalidRequest { field: String, problem: String },
 
+    /// Writing a GGUF file (`quantize`) failed after its inputs were read.
+    #[error("{}: {detail}", path.display())]
+    Export { path: PathBuf, detail: String },
+
     /// A tensor operation failed (shape bug or device error), with candle's message.
     #[error("tensor operation: {0}")]
     Tensor(#[from] candle_core::Error),

@@ -6,6 +6,7 @@
 //!   and GGML-quantized weights behind [`Linear`]).
 //! - [`load`]: Hugging Face safetensors directories and GGUF files -> weights + tokenizer.
 //! - [`tokenizer`]: `tokenizer.json` or GGUF metadata -> [`Tokenizer`], streaming decode.
+//! - [`export`]: Hugging Face checkpoint -> GGUF (F16, Q8_0, llama.cpp's Q4_K_M mix).
 //! - [`generate`]: sampling and the generation loop; [`Engine`] ties them together.
 //! - [`device`]: the single place where the compiled backends are chosen.
 //!
@@ -17,6 +18,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod kv_cache;
 pub mod linear;
@@ -29,6 +31,7 @@ pub use config::{LlamaConfig, RopeScaling, SpecialTokens};
 pub use device::{select_device, DeviceChoice};
 pub use engine::{Engine, LoadOptions};
 pub use error::{EngineError, Result};
+pub use export::{quantize_hf_dir, QuantType, QuantizeSummary};
 pub use generate::{
     argmax, candidate_probs, generate, log_softmax, sample, GenerateOptions, Generation,
     NoObserver, SamplingParams, Step, StepControl, StepObserver, StopReason, Timings,

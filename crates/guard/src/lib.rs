@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod http;
 pub mod hub;
 pub mod pipeline;
 pub mod remote;

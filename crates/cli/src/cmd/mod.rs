@@ -4,3 +4,6 @@ pub mod classify;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod quantize;
+pub mod serve;
+pub mod synth;

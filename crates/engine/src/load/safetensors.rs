@@ -102,14 +102,14 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
 }
 
 /// The memory-mapped safetensors files of a checkpoint and which file holds each tensor.
-struct Shards {
+pub(crate) struct Shards {
     files: Vec<(PathBuf, Mmap)>,
     /// tensor name -> index into `files`
     location: HashMap<String, usize>,
 }
 
 impl Shards {
-    fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let index_path = dir.join(INDEX_FILE);
         let single_path = dir.join(SINGLE_FILE);
         let (names, weight_map): (Vec<String>, Option<HashMap<String, String>>) =
@@ -152,19 +152,19 @@ impl Shards {
         Ok(Self { files, location })
     }
 
-    fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.location.contains_key(name)
     }
 }
 
-struct TensorSource<'a> {
-    shards: &'a Shards,
-    device: &'a Device,
+pub(crate) struct TensorSource<'a> {
+    pub(crate) shards: &'a Shards,
+    pub(crate) device: &'a Device,
 }
 
 impl TensorSource<'_> {
     /// Tensor `name`, checked against `expected` shape, as f32 on the device.
-    fn get(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
+    pub(crate) fn get(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
         let Some(&file_idx) = self.shards.location.get(name) else {
             let path = match self.shards.files.as_slice() {
                 [(path, _)] => path.clone(),

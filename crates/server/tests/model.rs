@@ -1,0 +1,45 @@
+//! `/v1/guard` with the real SmolLM2 model from the test assets (not a guard model: its
+//! verdict is unreadable, so the answer must say so and fail closed).
+
+mod common;
+
+use common::*;
+use guardreasoner_engine::{DeviceChoice, Engine, LoadOptions};
+use guardreasoner_guard::LocalBackend;
+use guardreasoner_server::ServerConfig;
+use serde_json::json;
+use std::sync::Arc;
+
+#[test]
+fn smollm2_guard_request_reports_an_unreadable_verdict_failing_closed() {
+    let Some(path) = smollm2() else { return };
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+        },
+    )
+    .unwrap();
+    let backend = Arc::new(LocalBackend::new(engine).unwrap());
+    let server = TestServer::start(ServerConfig::default(), Some(backend));
+    let r = server.post(
+        "/v1/guard",
+        &json!({"prompt": "How do I bake bread?", "response": "Mix flour and water.", "max_new_tokens": 12}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 100);
+    let generated = v["usage"]["generated_tokens"].as_u64().unwrap();
+    assert!((1..=12).contains(&generated));
+    assert!(v["timing"]["prefill_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["verdict"]["complete"], false);
+    assert_eq!(v["policy"]["unreadable"], true);
+    assert_eq!(v["policy"]["flagged"], true);
+    // The same model through the raw completion route.
+    let r = server.post(
+        "/v1/completions",
+        &json!({"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+}

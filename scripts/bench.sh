@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Prefill / decode throughput, our engine vs llama.cpp, same GGUF files, same thread count;
+# writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh            # 5 runs per engine and model, alternating, median reported
+#   REPS=3 THREADS=2 scripts/bench.sh
+#   BENCH_ONLY=SmolLM2 scripts/bench.sh   # re-measure only models whose name matches; the other
+#                                         # rows come from the last run (.cache/bench-results/)
+#
+# Models: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-assets.sh) and the Llama-3.2-1B-shaped
+# random-weight files in F16, Q8_0 and Q4_K_M (scripts/engine/make_llama32_1b_shape.py, run
+# first if they are missing). Ours: crates/engine/examples/bench.rs (release build,
+# RAYON_NUM_THREADS=$THREADS, since candle otherwise uses every core). llama.cpp:
+# scripts/engine/bench_llama_cpp.py (llama-cpp-python, n_threads=$THREADS) from the venv in
+# $PYTHON (default /work/venv-engine/bin/python, else python3).
+# Workload (both): a 512-token prompt in one batch (pp512), then 128 greedy single-token
+# decode steps (tg128, after the prompt), f32 KV cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS="${REPS:-5}"
+THREADS="${THREADS:-2}"
+PROMPT=512
+NEW=128
+PYTHON="${PYTHON:-/work/venv-engine/bin/python}"
+[ -x "$PYTHON" ] || PYTHON=python3
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-engine}"
+MODELS_DIR=.cache/bench-models
+ASSETS="${GUARDREASONER_TEST_ASSETS:-.cache/test-assets}"
+
+cargo build --release -q -p guardreasoner-engine --example bench
+OURS="$CARGO_TARGET_DIR/release/examples/bench"
+if [ ! -f "$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf" ]; then
+  "$PYTHON" scripts/engine/make_llama32_1b_shape.py --out "$MODELS_DIR"
+fi
+
+MODELS=(
+  "SmolLM2-135M-Instruct Q4_1|$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf"
+  "Llama-3.2-1B shape F16|$MODELS_DIR/llama32-1b-shape-f16.gguf"
+  "Llama-3.2-1B shape Q8_0|$MODELS_DIR/llama32-1b-shape-q8_0.gguf"
+  "Llama-3.2-1B shape Q4_K_M|$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf"
+)
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# "... prefill ... = X tok/s; decode ... = Y tok/s" -> "X Y"
+rates() { grep -o '[0-9.]* tok/s' | awk '{printf "%s ", $1} END {print ""}'; }
+
+RESULTS=.cache/bench-results
+mkdir -p "$RESULTS"
+ROWS=()
+for entry in "${MODELS[@]}"; do
+  name="${entry%%|*}"
+  file="${entry#*|}"
+  cached="$RESULTS/$(echo "$name" | tr -c 'A-Za-z0-9._-' '_').row"
+  if [ -n "${BENCH_ONLY:-}" ] && [[ ! "$name" =~ $BENCH_ONLY ]] && [ -f "$cached" ]; then
+    ROWS+=("$(cat "$cached")")
+    continue
+  fi
+  [ -f "$file" ] || { echo "missing $file" >&2; exit 1; }
+  ours_pp=(); ours_tg=(); cpp_pp=(); cpp_tg=()
+  for ((i = 1; i <= REPS; i++)); do
+    read -r pp tg < <(RAYON_NUM_THREADS="$THREADS" "$OURS" "$file" "$PROMPT" "$NEW" | rates)
+    ours_pp+=("$pp"); ours_tg+=("$tg")
+    read -r pp tg < <("$PYTHON" scripts/engine/bench_llama_cpp.py "$file" "$PROMPT" "$NEW" "$THREADS" | rates)
+    cpp_pp+=("$pp"); cpp_tg+=("$tg")
+    echo "$name run $i: ours pp ${ours_pp[-1]} tg ${ours_tg[-1]}; llama.cpp pp ${cpp_pp[-1]} tg ${cpp_tg[-1]}" >&2
+  done
+  op=$(printf '%s\n' "${ours_pp[@]}" | median); ot=$(printf '%s\n' "${ours_tg[@]}" | median)
+  cp=$(printf '%s\n' "${cpp_pp[@]}" | median); ct=$(printf '%s\n' "${cpp_tg[@]}" | median)
+  size=$(awk -v b="$(stat -c %s "$file")" 'BEGIN {printf "%.0f", b / 1e6}')
+  ROWS+=("| $name | $size MB | $op | $cp | $(awk -v a="$op" -v b="$cp" 'BEGIN {printf "%.2f", a / b}') | $ot | $ct | $(awk -v a="$ot" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') |")
+  echo "${ROWS[-1]}" > "$cached"
+done
+
+CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+CORES=$(nproc)
+LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
+{
+  echo "# Benchmarks"
+  echo
+  echo "Prefill and decode throughput of the engine (candle, CPU) beside llama.cpp"
+  echo "(llama-cpp-python $LLAMA_CPP) on the same GGUF files and the same machine."
+  echo "Written by \`scripts/bench.sh\` ($(date -u +%Y-%m-%d)); regenerate with"
+  echo "\`REPS=$REPS THREADS=$THREADS scripts/bench.sh\`."
+  echo
+  echo "- Machine: $CPU, $CORES cores; $THREADS threads for both engines"
+  echo "  (\`RAYON_NUM_THREADS=$THREADS\` for ours, \`n_threads=$THREADS\` for llama.cpp)."
+  echo "- Workload: pp$PROMPT = a $PROMPT-token prompt in one batch; tg$NEW = $NEW greedy"
+  echo "  single-token decode steps right after that prompt (llama-bench's tg$NEW starts from an"
+  echo "  empty context, so these decode numbers are slightly lower). f32 KV cache, no flash"
+  echo "  attention; only the last position's logits are computed during prefill."
+  echo "- Median of $REPS runs per engine and model${BENCH_ONLY:+ (rows not matching /$BENCH_ONLY/ reused from an earlier run)}, the two engines alternating run by run."
+  echo "- Models: SmolLM2-135M-Instruct Q4_1 (\`scripts/fetch-test-assets.sh\`); random weights"
+  echo "  with the exact Llama-3.2-1B shape (\`scripts/engine/make_llama32_1b_shape.py\`, written"
+  echo "  by our own \`quantize\`)."
+  echo
+  echo "| model | file | ours pp$PROMPT tok/s | llama.cpp pp$PROMPT tok/s | ratio | ours tg$NEW tok/s | llama.cpp tg$NEW tok/s | ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  if [ -n "${BENCH_NOTE:-}" ]; then
+    echo "$BENCH_NOTE"
+    echo
+  fi
+  echo "How the engine computes each type (see \`crates/engine/src/linear.rs\`): F16 weights are"
+  echo "dequantized to f32 at load and multiplied with candle's f32 GEMM; Q4_1 is dequantized"
+  echo "to f32 at load (candle 0.11 has no SIMD Q4_1 kernel); Q8_0, Q4_K and Q6_K use candle's"
+  echo "quantized kernels with 8-bit activations, as llama.cpp does."
+} > docs/BENCHMARKS.md
+echo "wrote docs/BENCHMARKS.md" >&2
