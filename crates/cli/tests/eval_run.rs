@@ -241,3 +241,90 @@ fn smollm2_runs_and_resumes() {
         .unwrap();
     assert_eq!(sst["parse_failures"], 2);
 }
+
+/// A completions server on loopback that answers 429 (with Retry-After) or 500 to every third
+/// request and a fixed guard output otherwise.
+fn flaky_completions_server() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let ok = serde_json::json!({"choices": [{"text": ANSWERS, "finish_reason": "stop"}], "usage": {"prompt_tokens": 300, "completion_tokens": 20}}).to_string();
+            let (status, extra, text) = match n % 3 {
+                1 => (
+                    429,
+                    "Retry-After: 0\r\n",
+                    "{\"error\": \"busy\"}".to_string(),
+                ),
+                2 if n % 2 == 0 => (500, "", "{\"error\": \"oops\"}".to_string()),
+                _ => (200, "", ok),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn remote_backend_run_survives_429_and_500_and_logs_retries() {
+    let url = flaky_completions_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let res = guardreasoner()
+        .args([
+            "eval",
+            "run",
+            "--backend",
+            "openai",
+            "--model",
+            "guard",
+            "--concurrency",
+            "3",
+            "--limit",
+            "5",
+        ])
+        .args(["--benchmarks", "SimpleSafetyTests,XSTestResponseRefusal"])
+        .arg("--base-url")
+        .arg(&url)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{log}");
+    assert!(
+        log.contains("answered HTTP 429") && log.contains("answered HTTP 500"),
+        "{log}"
+    );
+    for b in ["SimpleSafetyTests", "XSTestResponseRefusal"] {
+        let got = lines(&out.join(b).join("generated_predictions.jsonl"));
+        assert_eq!(got.len(), 5, "{b}: nothing lost, nothing twice");
+        assert!(got
+            .iter()
+            .all(|l| l["predict"] == ANSWERS && l["generated_tokens"] == 20));
+    }
+    let run: Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert!(run["settings"]["backend"]
+        .as_str()
+        .unwrap()
+        .starts_with("openai:"));
+}

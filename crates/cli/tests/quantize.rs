@@ -21,15 +21,30 @@ fn quantized_checkpoint_loads_and_classifies() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(std::fs::read(&out).unwrap().starts_with(b"GGUF"));
     let classify = guardreasoner()
-        .args(["classify", "--json", "--max-new-tokens", "4", "--prompt", "hello"])
+        .args([
+            "classify",
+            "--json",
+            "--max-new-tokens",
+            "4",
+            "--prompt",
+            "hello",
+        ])
         .arg("--model")
         .arg(&out)
         .output()
         .unwrap();
-    assert!(classify.status.success(), "{}", String::from_utf8_lossy(&classify.stderr));
+    assert!(
+        classify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&classify.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&classify.stdout).unwrap();
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 100);
     // an existing file stays unless --force
