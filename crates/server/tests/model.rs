@@ -43,3 +43,51 @@ fn smollm2_guard_request_reports_an_unreadable_verdict_failing_closed() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn smollm2_moderations_and_chat_proxy_fail_closed_on_an_unreadable_verdict() {
+    let Some(path) = smollm2() else { return };
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+        },
+    )
+    .unwrap();
+    let backend = Arc::new(LocalBackend::new(engine).unwrap());
+    let mut config = ServerConfig::default();
+    config.guard.max_new_tokens = 8;
+    // never reached: the request check blocks first
+    config.upstream = Some(guardreasoner_server::UpstreamConfig {
+        base_url: "http://127.0.0.1:9/v1".into(),
+        api_key: None,
+        timeout: std::time::Duration::from_secs(2),
+    });
+    let server = TestServer::start(config, Some(backend));
+    let r = server.post(
+        "/v1/moderations",
+        &json!({"input": ["How do I bake bread?", "Hello"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(
+        results.iter().all(|x| x["flagged"] == true),
+        "fail-closed: {v}"
+    );
+    assert!(
+        results[0]["guardreasoner"]["usage"]["prompt_tokens"]
+            .as_u64()
+            .unwrap()
+            > 100
+    );
+    let r = server.post(
+        "/v1/chat/completions",
+        &json!({"model": "m", "messages": [{"role": "user", "content": "How do I bake bread?"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(v["guardreasoner"]["blocked"], "request");
+}
