@@ -10,7 +10,8 @@
 //! blocks of weight rows are spread over rayon's threads.
 //!
 //! Invariant: row `i` of [`forward`]`(x, w)` equals [`forward`]`(x[i..i+1], w)` bit for bit on
-//! a given machine (the FMA path is chosen once per process by CPU feature detection).
+//! a given machine (the FMA path is chosen once per process by CPU feature detection). The
+//! result is a new tensor outside candle's autograd graph: this is an inference path.
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
@@ -60,7 +61,9 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
             if use_fma {
                 block_fma(&x_data, in_features, w_block, out_block);
             } else {
-                block(&x_data, in_features, w_block, out_block, |a, b, c| a * b + c);
+                block(&x_data, in_features, w_block, out_block, |a, b, c| {
+                    a * b + c
+                });
             }
         });
     drop(storage);
@@ -71,7 +74,11 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
             out[i * out_features + j] = v;
         }
     }
-    Ok(Some(Tensor::from_vec(out, (rows, out_features), x.device())?))
+    Ok(Some(Tensor::from_vec(
+        out,
+        (rows, out_features),
+        x.device(),
+    )?))
 }
 
 /// Whether the fused multiply-add path is used (decided once per process).

@@ -47,15 +47,21 @@ fn assert_batch_equals_single(engine: &Engine, prompts: &[Vec<u32>], max_new: &[
         .unwrap();
     assert_eq!(batched.len(), prompts.len());
     let mut max_diff = 0f32;
-    for (i, ((one, one_logits), (many, many_logits))) in
-        single.iter().zip(batched.iter().zip(&observers)).enumerate()
+    for (i, ((one, one_logits), (many, many_logits))) in single
+        .iter()
+        .zip(batched.iter().zip(&observers))
+        .enumerate()
     {
         assert_eq!(one.tokens, many.tokens, "sequence {i}: tokens differ");
         assert_eq!(one.text, many.text, "sequence {i}");
         assert_eq!(one.stop, many.stop, "sequence {i}");
         assert_eq!(many.timings.generated_tokens, many.tokens.len());
         assert_eq!(many.timings.prompt_tokens, prompts[i].len());
-        assert_eq!(one_logits.0.len(), many_logits.0.len(), "sequence {i}: steps");
+        assert_eq!(
+            one_logits.0.len(),
+            many_logits.0.len(),
+            "sequence {i}: steps"
+        );
         for (a, b) in one_logits.0.iter().zip(&many_logits.0) {
             for (x, y) in a.iter().zip(b) {
                 max_diff = max_diff.max((x - y).abs());
@@ -63,7 +69,10 @@ fn assert_batch_equals_single(engine: &Engine, prompts: &[Vec<u32>], max_new: &[
         }
     }
     eprintln!("max |logits(batched) - logits(single)| = {max_diff:e}");
-    assert_eq!(max_diff, 0.0, "batched logits must equal unbatched ones exactly");
+    assert_eq!(
+        max_diff, 0.0,
+        "batched logits must equal unbatched ones exactly"
+    );
     max_diff
 }
 

@@ -70,6 +70,12 @@ pub trait GuardBackend: Send + Sync {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<BackendOutput>;
 
+    /// How many requests [`GuardBackend::generate_batch`] profitably runs together (a server
+    /// takes up to this many waiting jobs at once). 1 unless the backend really batches.
+    fn preferred_batch(&self) -> usize {
+        1
+    }
+
     /// Generates a completion of every request, one result per request in order (no text
     /// streaming). The default runs them one after another; a backend that can decode several
     /// sequences at once (the local engine) overrides it.
@@ -171,6 +177,11 @@ impl GuardBackend for LocalBackend {
         Ok(output_of(generation, observer.probes))
     }
 
+    /// The engine's decode group: up to this many sequences share each weight read.
+    fn preferred_batch(&self) -> usize {
+        guardreasoner_engine::rowwise::MAX_ROWS
+    }
+
     /// Decodes all requests together with the engine's batched path (label probes per
     /// sequence, as in `generate`). If the batch as a whole is refused (one invalid request),
     /// the requests run one at a time so each gets its own result.
@@ -185,10 +196,7 @@ impl GuardBackend for LocalBackend {
             .iter_mut()
             .map(|o| o as &mut dyn StepObserver)
             .collect();
-        match self
-            .engine
-            .generate_batch_text(&prompts, &opts, &mut refs)
-        {
+        match self.engine.generate_batch_text(&prompts, &opts, &mut refs) {
             Ok(generations) => generations
                 .into_iter()
                 .zip(observers)
@@ -369,6 +377,10 @@ impl<T: GuardBackend + ?Sized> GuardBackend for Box<T> {
         (**self).generate(request, on_text)
     }
 
+    fn preferred_batch(&self) -> usize {
+        (**self).preferred_batch()
+    }
+
     fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
         (**self).generate_batch(requests)
     }
@@ -385,6 +397,10 @@ impl<T: GuardBackend + ?Sized> GuardBackend for std::sync::Arc<T> {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<BackendOutput> {
         (**self).generate(request, on_text)
+    }
+
+    fn preferred_batch(&self) -> usize {
+        (**self).preferred_batch()
     }
 
     fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {

@@ -14,8 +14,10 @@
 //! - after [`WorkerPool::close`] no job is accepted, and the workers finish every job already
 //!   queued before they exit (graceful shutdown).
 //!
-//! Dynamic batching: a worker takes up to [`MAX_BATCH`] waiting jobs at once through
-//! [`Queue::next_batch`]. [`run_batch`] sends the non-streaming guard jobs among them to
+//! Dynamic batching: a worker takes up to the backend's
+//! [`GuardBackend::preferred_batch`] (at most [`MAX_BATCH`]) waiting jobs at once through
+//! [`Queue::next_batch`]; a backend that does not batch (remote) keeps taking one, so other
+//! workers can start the rest. [`run_batch`] sends the non-streaming guard jobs among them to
 //! [`GuardBackend::generate_batch`] in one call (the local engine decodes them together, each
 //! with exactly the output it would get alone); streaming and completion jobs run one after
 //! another.
@@ -35,7 +37,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// How many waiting jobs a worker takes at once (see the module doc): the engine's decode
+/// The most waiting jobs a worker takes at once (see the module doc): the engine's decode
 /// group size, beyond which a step no longer reads each weight once for all sequences.
 pub const MAX_BATCH: usize = guardreasoner_engine::rowwise::MAX_ROWS;
 
@@ -249,7 +251,8 @@ impl WorkerPool {
 }
 
 fn worker(queue: &Queue, backend: &Arc<dyn GuardBackend>, options: &GuardOptions) {
-    while let Some(batch) = queue.next_batch(MAX_BATCH) {
+    let max = backend.preferred_batch().clamp(1, MAX_BATCH);
+    while let Some(batch) = queue.next_batch(max) {
         run_batch(queue, backend, options, batch);
     }
 }
@@ -410,6 +413,8 @@ mod tests {
     use guardreasoner_protocol::HarmLabel;
     use std::time::Duration;
 
+    type BackendResult = std::result::Result<BackendOutput, guardreasoner_guard::GuardError>;
+
     /// Judges a request harmful when it mentions "bomb", so a verdict does not depend on the
     /// order jobs are served in. Records the size of every batched call; its first call is slow,
     /// so the jobs submitted meanwhile wait and are taken together.
@@ -424,11 +429,15 @@ mod tests {
             "keyword".into()
         }
 
+        fn preferred_batch(&self) -> usize {
+            MAX_BATCH
+        }
+
         fn generate(
             &self,
             request: &GenerationRequest<'_>,
             _on_text: &mut dyn FnMut(&str),
-        ) -> guardreasoner_guard::Result<BackendOutput> {
+        ) -> BackendResult {
             let first = {
                 let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
                 *calls += 1;
@@ -443,7 +452,9 @@ mod tests {
                 "unharmful"
             };
             Ok(BackendOutput {
-                text: format!("Answers: \nRequest: {label}\nCompletion: compliance\nResponse: unharmful"),
+                text: format!(
+                    "Answers: \nRequest: {label}\nCompletion: compliance\nResponse: unharmful"
+                ),
                 prompt_tokens: 1,
                 generated_tokens: 1,
                 prefill_ms: 0.0,
@@ -453,10 +464,7 @@ mod tests {
             })
         }
 
-        fn generate_batch(
-            &self,
-            requests: &[GenerationRequest<'_>],
-        ) -> Vec<guardreasoner_guard::Result<BackendOutput>> {
+        fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<BackendResult> {
             self.batches
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -511,7 +519,10 @@ mod tests {
             "no batch of several jobs: {batches:?}"
         );
         // Only the very first job may have run alone.
-        assert!(batches.iter().sum::<usize>() + 1 >= requests.len(), "{batches:?}");
+        assert!(
+            batches.iter().sum::<usize>() + 1 >= requests.len(),
+            "{batches:?}"
+        );
 
         let guard = Guard::new(backend.clone(), options);
         for (request, verdict) in requests.iter().zip(&verdicts) {
