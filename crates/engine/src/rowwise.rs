@@ -38,7 +38,13 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         &[o, i] => (o, i),
         _ => return Ok(None),
     };
-    if rows == 0 || rows > MAX_ROWS || w_in != in_features || !x.device().is_cpu() {
+    if rows == 0
+        || rows > MAX_ROWS
+        || in_features == 0
+        || out_features == 0
+        || w_in != in_features
+        || !x.device().is_cpu()
+    {
         return Ok(None);
     }
     let x_data = x.flatten_all()?.to_vec1::<f32>()?; // (rows * in)
