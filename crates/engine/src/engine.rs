@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::batch::generate_batch;
 use crate::device::{select_device, DeviceChoice};
 use crate::error::Result;
 use crate::generate::{generate, GenerateOptions, Generation, StepObserver};
@@ -88,5 +89,30 @@ impl Engine {
             opts,
             observer,
         )
+    }
+
+    /// Generate from several raw texts together (see [`generate_batch`]): `opts` is one entry
+    /// for all or one per prompt, `observers` one per prompt; results in prompt order.
+    pub fn generate_batch_text(
+        &self,
+        prompts: &[&str],
+        opts: &[GenerateOptions],
+        observers: &mut [&mut dyn StepObserver],
+    ) -> Result<Vec<Generation>> {
+        let ids = prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(p, true))
+            .collect::<Result<Vec<_>>>()?;
+        self.generate_batch_ids(&ids, opts, observers)
+    }
+
+    /// Generate from several prompts (ids) together, each with a cache sized for it.
+    pub fn generate_batch_ids(
+        &self,
+        prompts: &[Vec<u32>],
+        opts: &[GenerateOptions],
+        observers: &mut [&mut dyn StepObserver],
+    ) -> Result<Vec<Generation>> {
+        generate_batch(&self.model, &self.tokenizer, prompts, opts, observers)
     }
 }

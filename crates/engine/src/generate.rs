@@ -272,6 +272,24 @@ pub fn generate(
     opts: &GenerateOptions,
     observer: &mut dyn StepObserver,
 ) -> Result<Generation> {
+    let mut seq = Sequence::prefill(model, cache, prompt, opts)?;
+    let mut done = seq.accept(tokenizer, observer)?;
+    while !done {
+        let (token, pos) = seq.next_input();
+        let hidden = model.forward_hidden(&[token], cache, pos)?; // (1, hidden)
+        seq.logits = model.last_position_logits(&hidden)?; // (vocab)
+        done = seq.accept(tokenizer, observer)?;
+    }
+    seq.finish(tokenizer)
+}
+
+/// Check a request before any compute: non-empty prompt, `max_new_tokens > 0`, valid sampling,
+/// and a cache of `capacity` positions big enough.
+pub(crate) fn validate_request(
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    capacity: usize,
+) -> Result<()> {
     if prompt.is_empty() {
         return Err(EngineError::InvalidRequest {
             field: "prompt".into(),
@@ -286,81 +304,140 @@ pub fn generate(
     }
     opts.sampling.validate()?;
     let needed = prompt.len() + opts.max_new_tokens - 1;
-    if needed > cache.capacity() {
-        return Err(EngineError::CacheFull {
-            capacity: cache.capacity(),
-            needed,
-        });
+    if needed > capacity {
+        return Err(EngineError::CacheFull { capacity, needed });
     }
-    cache.clear();
-    let mut rng = StdRng::seed_from_u64(opts.sampling.seed);
-    let eos = tokenizer.eos_ids();
-    let mut stream = StreamDecoder::new();
+    Ok(())
+}
 
-    let start = Instant::now();
-    let chunk = opts.prefill_chunk.max(1);
-    let mut logits = Vec::new();
-    for (i, piece) in prompt.chunks(chunk).enumerate() {
-        let hidden = model.forward_hidden(piece, cache, i * chunk)?; // (piece, hidden)
-        if (i + 1) * chunk >= prompt.len() {
-            logits = model.last_position_logits(&hidden)?; // (vocab)
+/// The state of one sequence being generated, shared by [`generate`] and
+/// [`crate::batch::generate_batch`] so both apply the same sampling and stop rules: prefill
+/// fills `logits`, then each [`Sequence::accept`] samples from `logits` and the caller computes
+/// the next `logits` at [`Sequence::next_input`] until `accept` says it is done.
+pub(crate) struct Sequence<'o> {
+    opts: &'o GenerateOptions,
+    prompt_len: usize,
+    rng: StdRng,
+    stream: StreamDecoder,
+    /// Logits `(vocab)` of the last position, to sample the next id from.
+    pub(crate) logits: Vec<f32>,
+    tokens: Vec<u32>,
+    stop: StopReason,
+    start: Instant,
+    prefill_ms: f64,
+    decode_start: Instant,
+    decode_ms: f64,
+}
+
+impl<'o> Sequence<'o> {
+    /// Validate the request, clear `cache` and run the prompt through it chunk by chunk.
+    pub(crate) fn prefill(
+        model: &Llama,
+        cache: &mut KvCache,
+        prompt: &[u32],
+        opts: &'o GenerateOptions,
+    ) -> Result<Self> {
+        validate_request(prompt, opts, cache.capacity())?;
+        cache.clear();
+        let start = Instant::now();
+        let chunk = opts.prefill_chunk.max(1);
+        let mut logits = Vec::new();
+        for (i, piece) in prompt.chunks(chunk).enumerate() {
+            let hidden = model.forward_hidden(piece, cache, i * chunk)?; // (piece, hidden)
+            if (i + 1) * chunk >= prompt.len() {
+                logits = model.last_position_logits(&hidden)?; // (vocab)
+            }
         }
+        Ok(Self {
+            opts,
+            prompt_len: prompt.len(),
+            rng: StdRng::seed_from_u64(opts.sampling.seed),
+            stream: StreamDecoder::new(),
+            logits,
+            tokens: Vec::new(),
+            stop: StopReason::MaxTokens,
+            start,
+            prefill_ms: 0.0,
+            decode_start: start,
+            decode_ms: 0.0,
+        })
     }
-    let mut prefill_ms = 0.0;
-    let mut decode_start = start;
-    let mut tokens = Vec::new();
-    let mut stop = StopReason::MaxTokens;
-    for index in 0..opts.max_new_tokens {
-        if index > 0 {
-            let pos = prompt.len() + index - 1;
-            let hidden = model.forward_hidden(&tokens[index - 1..index], cache, pos)?;
-            logits = model.last_position_logits(&hidden)?;
-        }
-        let token = sample(&logits, &opts.sampling, &mut rng);
+
+    /// Measure decoding from `t` (batched decoding starts after every sequence's prefill).
+    pub(crate) fn set_decode_start(&mut self, t: Instant) {
+        self.decode_start = t;
+    }
+
+    /// The last chosen id and the position it is fed at.
+    pub(crate) fn next_input(&self) -> (u32, usize) {
+        let n = self.tokens.len();
+        (
+            self.tokens.last().copied().unwrap_or_default(),
+            self.prompt_len + n.saturating_sub(1),
+        )
+    }
+
+    /// Sample the next id from `logits`, show it to the observer and apply the stop rules.
+    /// Returns whether the sequence is finished.
+    pub(crate) fn accept(
+        &mut self,
+        tokenizer: &Tokenizer,
+        observer: &mut dyn StepObserver,
+    ) -> Result<bool> {
+        let index = self.tokens.len();
+        let token = sample(&self.logits, &self.opts.sampling, &mut self.rng);
         if index == 0 {
-            prefill_ms = ms_since(start);
-            decode_start = Instant::now();
+            self.prefill_ms = ms_since(self.start);
+            self.decode_start = Instant::now();
         }
-        tokens.push(token);
-        let is_eos = eos.contains(&token);
+        self.tokens.push(token);
+        let is_eos = tokenizer.eos_ids().contains(&token);
         let piece = if is_eos {
             None
         } else {
-            stream.push(tokenizer, token)?
+            self.stream.push(tokenizer, token)?
         };
         let control = observer.on_step(&Step {
             index,
             token,
-            logits: &logits,
+            logits: &self.logits,
             text: piece.as_deref().unwrap_or(""),
             is_eos,
         });
-        if is_eos {
-            stop = StopReason::Eos(token);
-            break;
+        let done = if is_eos {
+            self.stop = StopReason::Eos(token);
+            true
+        } else if control == StepControl::Stop {
+            self.stop = StopReason::Observer;
+            true
+        } else {
+            self.tokens.len() >= self.opts.max_new_tokens
+        };
+        if done {
+            self.decode_ms = ms_since(self.decode_start);
         }
-        if control == StepControl::Stop {
-            stop = StopReason::Observer;
-            break;
-        }
+        Ok(done)
     }
-    let decode_ms = ms_since(decode_start);
-    let text_ids = match stop {
-        StopReason::Eos(_) => &tokens[..tokens.len() - 1],
-        _ => &tokens[..],
-    };
-    let text = tokenizer.decode(text_ids)?;
-    Ok(Generation {
-        timings: Timings {
-            prompt_tokens: prompt.len(),
-            generated_tokens: tokens.len(),
-            prefill_ms,
-            decode_ms,
-        },
-        tokens,
-        text,
-        stop,
-    })
+
+    /// The finished generation (text decoded without the end-of-generation id).
+    pub(crate) fn finish(self, tokenizer: &Tokenizer) -> Result<Generation> {
+        let text_ids = match self.stop {
+            StopReason::Eos(_) => &self.tokens[..self.tokens.len() - 1],
+            _ => &self.tokens[..],
+        };
+        let text = tokenizer.decode(text_ids)?;
+        Ok(Generation {
+            timings: Timings {
+                prompt_tokens: self.prompt_len,
+                generated_tokens: self.tokens.len(),
+                prefill_ms: self.prefill_ms,
+                decode_ms: self.decode_ms,
+            },
+            tokens: self.tokens,
+            text,
+            stop: self.stop,
+        })
+    }
 }
 
 fn ms_since(t: Instant) -> f64 {

@@ -3,17 +3,20 @@
 //! Layers, bottom up:
 //! - [`config`]: on-disk config mirrors -> validated [`LlamaConfig`].
 //! - [`linear`], [`rope`], [`kv_cache`], [`model`]: the one LLaMA implementation (pure; dense
-//!   and GGML-quantized weights behind [`Linear`]).
+//!   and GGML-quantized weights behind [`Linear`]); [`rowwise`] is the decode-time product that
+//!   makes a batched decode step give each sequence exactly its unbatched numbers.
 //! - [`load`]: Hugging Face safetensors directories and GGUF files -> weights + tokenizer.
 //! - [`tokenizer`]: `tokenizer.json` or GGUF metadata -> [`Tokenizer`], streaming decode.
 //! - [`export`]: Hugging Face checkpoint -> GGUF (F16, Q8_0, llama.cpp's Q4_K_M mix).
-//! - [`generate`]: sampling and the generation loop; [`Engine`] ties them together.
+//! - [`generate`]: sampling and the generation loop; [`batch`]: several sequences decoded
+//!   together; [`Engine`] ties them together.
 //! - [`device`]: the single place where the compiled backends are chosen.
 //!
 //! Verified against llama.cpp (SmolLM2-135M Q4_1 logits, tokens and a greedy continuation)
 //! and Python `tokenizers` (Llama 3.2 tokenizer on the GuardReasoner benchmarks); see the
 //! crate's `tests/`.
 
+pub mod batch;
 pub mod config;
 pub mod device;
 pub mod engine;
@@ -25,8 +28,10 @@ pub mod linear;
 pub mod load;
 pub mod model;
 pub mod rope;
+pub mod rowwise;
 pub mod tokenizer;
 
+pub use batch::generate_batch;
 pub use config::{LlamaConfig, RopeScaling, SpecialTokens};
 pub use device::{select_device, DeviceChoice};
 pub use engine::{Engine, LoadOptions};

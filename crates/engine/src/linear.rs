@@ -14,6 +14,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::rowwise;
 
 /// GGML types computed as dequantized f32 instead of with candle's kernel. candle 0.11 has no
 /// SIMD kernel for Q4_1 (a 300-token SmolLM2-135M prefill takes ~35 s on two cores, against
@@ -64,10 +65,15 @@ impl Linear {
         }
     }
 
-    /// `x @ W^T`: `(seq, in)` -> `(seq, out)`, f32.
+    /// `x @ W^T`: `(seq, in)` -> `(seq, out)`, f32. Dense weights with at most
+    /// [`rowwise::MAX_ROWS`] rows (decode steps, one row per sequence) go through
+    /// [`rowwise::forward`], so a sequence's row is the same alone and in a batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self {
-            Linear::Dense(w) => x.matmul(&w.t()?)?,
+            Linear::Dense(w) => match rowwise::forward(x, w)? {
+                Some(y) => y,
+                None => x.matmul(&w.t()?)?,
+            },
             Linear::Quantized { matmul, .. } => matmul.forward(x)?,
         };
         Ok(y)

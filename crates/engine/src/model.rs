@@ -7,7 +7,9 @@
 //! checkpoint has none).
 //!
 //! The model is pure: [`Llama::forward`] takes token ids, an explicit [`KvCache`] and the
-//! position of the first token, and returns f32 logits for every position. No file paths,
+//! position of the first token, and returns f32 logits for every position;
+//! [`Llama::forward_batch`] takes one next token for each of several sequences, each with its
+//! own cache and position, and returns one logits row per sequence. No file paths,
 //! environment or logging here; loaders (`crate::load`) build [`LlamaWeights`] and the
 //! validated [`LlamaConfig`]. Weights are [`Linear`] so quantized and dense checkpoints share
 //! this code; [`RopeLayout`] records how the checkpoint ordered the rotated pairs.
@@ -198,18 +200,7 @@ impl Llama {
                 problem: "empty".into(),
             });
         }
-        if let Some(&bad) = tokens
-            .iter()
-            .find(|&&t| t as usize >= self.config.vocab_size)
-        {
-            return Err(EngineError::InvalidRequest {
-                field: "tokens".into(),
-                problem: format!(
-                    "id {bad} is outside the vocabulary of {}",
-                    self.config.vocab_size
-                ),
-            });
-        }
+        self.check_vocab(tokens)?;
         cache.check_room(start_pos, seq_len)?;
         let ids = Tensor::new(tokens, &self.device)?; // (seq)
         let mut x = self.embed_tokens.embed(&ids)?; // (seq, hidden)
@@ -241,19 +232,42 @@ impl Llama {
         cache: &mut KvCache,
         start_pos: usize,
     ) -> Result<Tensor> {
+        let q = layer.q_proj.forward(h)?; // (seq, n_heads * hd)
+        let k = layer.k_proj.forward(h)?; // (seq, n_kv * hd)
+        let v = layer.v_proj.forward(h)?; // (seq, n_kv * hd)
+        let out = self.attend(layer_idx, &q, &k, &v, cos, sin, mask, cache, start_pos)?;
+        layer.o_proj.forward(&out) // (seq, hidden)
+    }
+
+    /// RoPE, cache append and attention of one sequence, from its projections `q (seq, n_heads *
+    /// hd)`, `k`, `v (seq, n_kv * hd)` at `start_pos` -> `(seq, n_heads * hd)` before `o_proj`.
+    /// Shared by [`Self::forward`] and [`Self::forward_batch`], so both do the same arithmetic.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        layer_idx: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+        start_pos: usize,
+    ) -> Result<Tensor> {
         let c = &self.config;
-        let seq_len = h.dim(0)?;
+        let seq_len = q.dim(0)?;
         let (n_heads, n_kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let group = c.kv_group_size();
         // (seq, heads * hd) -> (1, heads, seq, hd)
-        let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
+        let to_heads = |t: &Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((1, seq_len, heads, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = to_heads(layer.q_proj.forward(h)?, n_heads)?;
-        let k = to_heads(layer.k_proj.forward(h)?, n_kv)?;
-        let v = to_heads(layer.v_proj.forward(h)?, n_kv)?;
+        let q = to_heads(q, n_heads)?;
+        let k = to_heads(k, n_kv)?;
+        let v = to_heads(v, n_kv)?;
         let q = self.rotary.apply(&q, cos, sin)?; // (1, n_heads, seq, hd)
         let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
         let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
@@ -272,11 +286,103 @@ impl Llama {
         let probs = candle_nn::ops::softmax_last_dim(&scores)?; // (n_kv, group, seq, total)
         let probs = probs.reshape((n_kv, group * seq_len, total))?;
         let out = probs.matmul(&v_all.contiguous()?)?; // (n_kv, group * seq, hd)
-        let out = out
+        Ok(out
             .reshape((n_heads, seq_len, hd))?
             .transpose(0, 1)?
-            .reshape((seq_len, n_heads * hd))?; // (seq, n_heads * hd)
-        layer.o_proj.forward(&out) // (seq, hidden)
+            .reshape((seq_len, n_heads * hd))?) // (seq, n_heads * hd)
+    }
+
+    /// One decode step for several independent sequences: `tokens[b]` is the next token of
+    /// sequence `b`, at position `positions[b]` of its own cache `caches[b]`. Returns logits
+    /// `(batch, vocab)` f32.
+    ///
+    /// Embeddings, norms, every projection, the MLP and `lm_head` run on the `(batch, hidden)`
+    /// matrix at once (each weight is read once per step for all sequences); RoPE, cache append
+    /// and attention run per sequence at its own position over its own cache. Row `b` equals
+    /// `forward(&[tokens[b]], caches[b], positions[b])` exactly for dense weights (see
+    /// [`crate::rowwise`]) and for GGML-quantized ones (their kernel works row by row).
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        positions: &[usize],
+    ) -> Result<Tensor> {
+        let batch = tokens.len();
+        if batch == 0 {
+            return Err(EngineError::InvalidRequest {
+                field: "tokens".into(),
+                problem: "empty batch".into(),
+            });
+        }
+        if caches.len() != batch || positions.len() != batch {
+            return Err(EngineError::InvalidRequest {
+                field: "caches/positions".into(),
+                problem: format!(
+                    "{batch} tokens but {} caches and {} positions",
+                    caches.len(),
+                    positions.len()
+                ),
+            });
+        }
+        self.check_vocab(tokens)?;
+        for (cache, &pos) in caches.iter().zip(positions) {
+            cache.check_room(pos, 1)?;
+        }
+        let ids = Tensor::new(tokens, &self.device)?; // (batch)
+        let mut x = self.embed_tokens.embed(&ids)?; // (batch, hidden)
+        let rope = positions
+            .iter()
+            .map(|&pos| self.rotary.cos_sin(pos, 1, &self.device)) // (1, head_dim/2) each
+            .collect::<Result<Vec<_>>>()?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(&x)?; // (batch, hidden)
+            let q = layer.q_proj.forward(&h)?; // (batch, n_heads * hd)
+            let k = layer.k_proj.forward(&h)?; // (batch, n_kv * hd)
+            let v = layer.v_proj.forward(&h)?; // (batch, n_kv * hd)
+            let mut rows = Vec::with_capacity(batch);
+            for (b, cache) in caches.iter_mut().enumerate() {
+                let (cos, sin) = &rope[b];
+                let row = |t: &Tensor| t.narrow(0, b, 1); // (1, features)
+                rows.push(self.attend(
+                    i,
+                    &row(&q)?,
+                    &row(&k)?,
+                    &row(&v)?,
+                    cos,
+                    sin,
+                    None,
+                    cache,
+                    positions[b],
+                )?); // (1, n_heads * hd)
+            }
+            let attn = Tensor::cat(&rows, 0)?; // (batch, n_heads * hd)
+            x = (x + layer.o_proj.forward(&attn)?)?; // (batch, hidden)
+            let h = layer.post_attention_layernorm.forward(&x)?;
+            let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?; // (batch, intermediate)
+            let up = layer.up_proj.forward(&h)?; // (batch, intermediate)
+            x = (x + layer.down_proj.forward(&(gate * up)?)?)?; // (batch, hidden)
+        }
+        for (cache, &pos) in caches.iter_mut().zip(positions) {
+            cache.set_len(pos + 1);
+        }
+        let hidden = self.norm.forward(&x)?; // (batch, hidden)
+        self.logits(&hidden) // (batch, vocab)
+    }
+
+    fn check_vocab(&self, tokens: &[u32]) -> Result<()> {
+        match tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            Some(&bad) => Err(EngineError::InvalidRequest {
+                field: "tokens".into(),
+                problem: format!(
+                    "id {bad} is outside the vocabulary of {}",
+                    self.config.vocab_size
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

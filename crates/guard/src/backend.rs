@@ -8,7 +8,8 @@
 
 use crate::error::{GuardError, Result};
 use guardreasoner_engine::{
-    candidate_probs, Engine, GenerateOptions, SamplingParams, Step, StepControl, StopReason,
+    candidate_probs, Engine, GenerateOptions, Generation, SamplingParams, Step, StepControl,
+    StepObserver, StopReason,
 };
 use guardreasoner_protocol::{HarmLabel, Label, RefusalLabel};
 use serde::Serialize;
@@ -68,6 +69,22 @@ pub trait GuardBackend: Send + Sync {
         request: &GenerationRequest<'_>,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<BackendOutput>;
+
+    /// How many requests [`GuardBackend::generate_batch`] profitably runs together (a server
+    /// takes up to this many waiting jobs at once). 1 unless the backend really batches.
+    fn preferred_batch(&self) -> usize {
+        1
+    }
+
+    /// Generates a completion of every request, one result per request in order (no text
+    /// streaming). The default runs them one after another; a backend that can decode several
+    /// sequences at once (the local engine) overrides it.
+    fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
+        requests
+            .iter()
+            .map(|r| self.generate(r, &mut |_| {}))
+            .collect()
+    }
 }
 
 /// The first token ids of the four label words, as the model would emit them after `: `.
@@ -153,45 +170,107 @@ impl GuardBackend for LocalBackend {
         request: &GenerationRequest<'_>,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<BackendOutput> {
-        let opts = GenerateOptions {
-            max_new_tokens: request.max_new_tokens,
-            sampling: request.sampling.clone(),
-            ..GenerateOptions::default()
-        };
-        let mut offset = 0usize;
-        let mut probes = Vec::new();
-        let labels = self.labels;
-        let mut observer = |step: &Step<'_>| {
-            if let Some((label, pair)) = labels.probe(step.token) {
-                let p = candidate_probs(step.logits, &pair);
-                probes.push(LabelProbe {
-                    start: offset,
-                    end: offset + step.text.len(),
-                    label,
-                    probability: p[0],
-                });
-            }
-            offset += step.text.len();
+        let mut observer = ProbeObserver::new(self.labels, Some(on_text));
+        let generation =
+            self.engine
+                .generate_text(request.prompt, &options_of(request), &mut observer)?;
+        Ok(output_of(generation, observer.probes))
+    }
+
+    /// The engine's decode group: up to this many sequences share each weight read.
+    fn preferred_batch(&self) -> usize {
+        guardreasoner_engine::rowwise::MAX_ROWS
+    }
+
+    /// Decodes all requests together with the engine's batched path (label probes per
+    /// sequence, as in `generate`). If the batch as a whole is refused (one invalid request),
+    /// the requests run one at a time so each gets its own result.
+    fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
+        let prompts: Vec<&str> = requests.iter().map(|r| r.prompt).collect();
+        let opts: Vec<GenerateOptions> = requests.iter().map(options_of).collect();
+        let mut observers: Vec<ProbeObserver<'_>> = requests
+            .iter()
+            .map(|_| ProbeObserver::new(self.labels, None))
+            .collect();
+        let mut refs: Vec<&mut dyn StepObserver> = observers
+            .iter_mut()
+            .map(|o| o as &mut dyn StepObserver)
+            .collect();
+        match self.engine.generate_batch_text(&prompts, &opts, &mut refs) {
+            Ok(generations) => generations
+                .into_iter()
+                .zip(observers)
+                .map(|(g, o)| Ok(output_of(g, o.probes)))
+                .collect(),
+            Err(_) => requests
+                .iter()
+                .map(|r| self.generate(r, &mut |_| {}))
+                .collect(),
+        }
+    }
+}
+
+fn options_of(request: &GenerationRequest<'_>) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens: request.max_new_tokens,
+        sampling: request.sampling.clone(),
+        ..GenerateOptions::default()
+    }
+}
+
+fn output_of(generation: Generation, probes: Vec<LabelProbe>) -> BackendOutput {
+    BackendOutput {
+        prompt_tokens: generation.timings.prompt_tokens,
+        generated_tokens: generation.timings.generated_tokens,
+        prefill_ms: generation.timings.prefill_ms,
+        decode_ms: generation.timings.decode_ms,
+        finish: match generation.stop {
+            StopReason::Eos(_) => FinishReason::Stop,
+            _ => FinishReason::Length,
+        },
+        text: generation.text,
+        probes,
+    }
+}
+
+/// Watches one sequence's steps: records a [`LabelProbe`] at every label's first token and
+/// passes the text on.
+struct ProbeObserver<'t> {
+    labels: LabelTokens,
+    offset: usize,
+    probes: Vec<LabelProbe>,
+    on_text: Option<&'t mut dyn FnMut(&str)>,
+}
+
+impl<'t> ProbeObserver<'t> {
+    fn new(labels: LabelTokens, on_text: Option<&'t mut dyn FnMut(&str)>) -> Self {
+        ProbeObserver {
+            labels,
+            offset: 0,
+            probes: Vec::new(),
+            on_text,
+        }
+    }
+}
+
+impl StepObserver for ProbeObserver<'_> {
+    fn on_step(&mut self, step: &Step<'_>) -> StepControl {
+        if let Some((label, pair)) = self.labels.probe(step.token) {
+            let p = candidate_probs(step.logits, &pair);
+            self.probes.push(LabelProbe {
+                start: self.offset,
+                end: self.offset + step.text.len(),
+                label,
+                probability: p[0],
+            });
+        }
+        self.offset += step.text.len();
+        if let Some(on_text) = self.on_text.as_mut() {
             if !step.text.is_empty() {
                 on_text(step.text);
             }
-            StepControl::Continue
-        };
-        let generation = self
-            .engine
-            .generate_text(request.prompt, &opts, &mut observer)?;
-        Ok(BackendOutput {
-            prompt_tokens: generation.timings.prompt_tokens,
-            generated_tokens: generation.timings.generated_tokens,
-            prefill_ms: generation.timings.prefill_ms,
-            decode_ms: generation.timings.decode_ms,
-            finish: match generation.stop {
-                StopReason::Eos(_) => FinishReason::Stop,
-                _ => FinishReason::Length,
-            },
-            text: generation.text,
-            probes,
-        })
+        }
+        StepControl::Continue
     }
 }
 
@@ -297,6 +376,14 @@ impl<T: GuardBackend + ?Sized> GuardBackend for Box<T> {
     ) -> Result<BackendOutput> {
         (**self).generate(request, on_text)
     }
+
+    fn preferred_batch(&self) -> usize {
+        (**self).preferred_batch()
+    }
+
+    fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
+        (**self).generate_batch(requests)
+    }
 }
 
 impl<T: GuardBackend + ?Sized> GuardBackend for std::sync::Arc<T> {
@@ -310,5 +397,13 @@ impl<T: GuardBackend + ?Sized> GuardBackend for std::sync::Arc<T> {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<BackendOutput> {
         (**self).generate(request, on_text)
+    }
+
+    fn preferred_batch(&self) -> usize {
+        (**self).preferred_batch()
+    }
+
+    fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
+        (**self).generate_batch(requests)
     }
 }

@@ -21,6 +21,6 @@ pub use backend::{
     ScriptedBackend,
 };
 pub use error::GuardError;
-pub use pipeline::{Confidences, Guard, GuardOptions, GuardResult, Timing, Usage};
+pub use pipeline::{assemble, Confidences, Guard, GuardOptions, GuardResult, Timing, Usage};
 pub use remote::{RemoteBackend, RemoteConfig};
 pub use source::{ModelSpec, DEFAULT_MODEL};

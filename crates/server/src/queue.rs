@@ -14,16 +14,21 @@
 //! - after [`WorkerPool::close`] no job is accepted, and the workers finish every job already
 //!   queued before they exit (graceful shutdown).
 //!
-//! Dynamic batching: a worker takes up to [`MAX_BATCH`] waiting jobs at once through
-//! [`Queue::next_batch`], the hook where a batched engine call would go. The engine has no
-//! batched generation API yet, so [`run_batch`] runs a batch's jobs one after another and
-//! `MAX_BATCH` is 1 (a larger batch would only delay jobs another worker could start).
+//! Dynamic batching: a worker takes up to the backend's
+//! [`GuardBackend::preferred_batch`] (at most [`MAX_BATCH`]) waiting jobs at once through
+//! [`Queue::next_batch`]; a backend that does not batch (remote) keeps taking one, so other
+//! workers can start the rest. [`run_batch`] sends the non-streaming guard jobs among them to
+//! [`GuardBackend::generate_batch`] in one call (the local engine decodes them together, each
+//! with exactly the output it would get alone); streaming and completion jobs run one after
+//! another.
 
 use crate::error::{Result, ServerError};
 use crate::metrics::Metrics;
 use guardreasoner_engine::SamplingParams;
 use guardreasoner_guard::GuardResult;
-use guardreasoner_guard::{BackendOutput, GenerationRequest, Guard, GuardBackend, GuardOptions};
+use guardreasoner_guard::{
+    assemble, BackendOutput, GenerationRequest, Guard, GuardBackend, GuardOptions,
+};
 use guardreasoner_protocol::GuardInput;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -32,8 +37,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// How many waiting jobs a worker takes at once (see the module doc).
-pub const MAX_BATCH: usize = 1;
+/// The most waiting jobs a worker takes at once (see the module doc): the engine's decode
+/// group size, beyond which a step no longer reads each weight once for all sequences.
+pub const MAX_BATCH: usize = guardreasoner_engine::rowwise::MAX_ROWS;
 
 /// What a worker is asked to do.
 #[derive(Debug, Clone)]
@@ -245,20 +251,84 @@ impl WorkerPool {
 }
 
 fn worker(queue: &Queue, backend: &Arc<dyn GuardBackend>, options: &GuardOptions) {
-    while let Some(batch) = queue.next_batch(MAX_BATCH) {
+    let max = backend.preferred_batch().clamp(1, MAX_BATCH);
+    while let Some(batch) = queue.next_batch(max) {
         run_batch(queue, backend, options, batch);
     }
 }
 
-/// Runs a batch of jobs (one after another until the engine has a batched API).
+/// Runs a batch of jobs: the non-streaming guard jobs through one batched backend call, the
+/// others one after another.
 fn run_batch(
     queue: &Queue,
     backend: &Arc<dyn GuardBackend>,
     options: &GuardOptions,
     batch: Vec<Job>,
 ) {
-    for job in batch {
+    let (guard, others): (Vec<Job>, Vec<Job>) = batch
+        .into_iter()
+        .partition(|j| j.text.is_none() && matches!(j.work, Work::Guard { .. }));
+    if guard.len() > 1 {
+        run_guard_batch(&queue.metrics, backend, options, guard);
+    } else {
+        for job in guard {
+            run_job(&queue.metrics, backend, options, job);
+        }
+    }
+    for job in others {
         run_job(&queue.metrics, backend, options, job);
+    }
+}
+
+/// Classifies several guard jobs with one [`GuardBackend::generate_batch`] call.
+fn run_guard_batch(
+    metrics: &Metrics,
+    backend: &Arc<dyn GuardBackend>,
+    options: &GuardOptions,
+    jobs: Vec<Job>,
+) {
+    let mut live = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.reply.is_closed() || Instant::now() >= job.deadline {
+            metrics.job_outcome("skipped");
+            continue;
+        }
+        if let Work::Guard {
+            input,
+            max_new_tokens,
+        } = &job.work
+        {
+            metrics.job_started();
+            let prompt = input.render(options.format);
+            live.push((prompt, *max_new_tokens, input.response.is_some(), job.reply));
+        }
+    }
+    let requests: Vec<GenerationRequest<'_>> = live
+        .iter()
+        .map(|(prompt, max_new_tokens, _, _)| GenerationRequest {
+            prompt,
+            max_new_tokens: *max_new_tokens,
+            sampling: options.sampling.clone(),
+        })
+        .collect();
+    let started = Instant::now();
+    let outputs = std::panic::catch_unwind(AssertUnwindSafe(|| backend.generate_batch(&requests)))
+        .ok()
+        .filter(|o| o.len() == requests.len());
+    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    drop(requests);
+    let mut outputs = outputs.map(Vec::into_iter);
+    for (_, _, has_response, reply) in live {
+        let result = match outputs.as_mut().and_then(Iterator::next) {
+            Some(output) => output
+                .map(|o| Outcome::Guard(assemble(o, total_ms, has_response)))
+                .map_err(ServerError::from),
+            None => Err(ServerError::Internal(
+                "the backend panicked in a batch".into(),
+            )),
+        };
+        record(metrics, &result);
+        let _ = reply.send(result);
     }
 }
 
@@ -280,7 +350,14 @@ fn run_job(metrics: &Metrics, backend: &Arc<dyn GuardBackend>, options: &GuardOp
         run_work(backend, options, work, &mut on_text)
     }))
     .unwrap_or_else(|_| Err(ServerError::Internal("the backend panicked".into())));
-    match &result {
+    record(metrics, &result);
+    drop(text);
+    let _ = job.reply.send(result);
+}
+
+/// Counts a finished job's tokens, verdicts and outcome.
+fn record(metrics: &Metrics, result: &Result<Outcome>) {
+    match result {
         Ok(Outcome::Guard(r)) => {
             metrics.tokens(r.usage.prompt_tokens, r.usage.generated_tokens);
             let label = |l: Option<&'static str>| l.unwrap_or("none");
@@ -294,8 +371,6 @@ fn run_job(metrics: &Metrics, backend: &Arc<dyn GuardBackend>, options: &GuardOp
         Err(_) => {}
     }
     metrics.job_finished(if result.is_ok() { "ok" } else { "error" });
-    drop(text);
-    let _ = job.reply.send(result);
 }
 
 fn run_work(
@@ -327,6 +402,143 @@ fn run_work(
                 sampling,
             };
             Ok(Outcome::Completion(backend.generate(&request, on_text)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guardreasoner_guard::FinishReason;
+    use guardreasoner_protocol::HarmLabel;
+    use std::time::Duration;
+
+    type BackendResult = std::result::Result<BackendOutput, guardreasoner_guard::GuardError>;
+
+    /// Judges a request harmful when it mentions "bomb", so a verdict does not depend on the
+    /// order jobs are served in. Records the size of every batched call; its first call is slow,
+    /// so the jobs submitted meanwhile wait and are taken together.
+    #[derive(Default)]
+    struct KeywordBackend {
+        calls: Mutex<usize>,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl GuardBackend for KeywordBackend {
+        fn describe(&self) -> String {
+            "keyword".into()
+        }
+
+        fn preferred_batch(&self) -> usize {
+            MAX_BATCH
+        }
+
+        fn generate(
+            &self,
+            request: &GenerationRequest<'_>,
+            _on_text: &mut dyn FnMut(&str),
+        ) -> BackendResult {
+            let first = {
+                let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+                *calls += 1;
+                *calls == 1
+            };
+            if first {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let label = if request.prompt.contains("bomb") {
+                "harmful"
+            } else {
+                "unharmful"
+            };
+            Ok(BackendOutput {
+                text: format!(
+                    "Answers: \nRequest: {label}\nCompletion: compliance\nResponse: unharmful"
+                ),
+                prompt_tokens: 1,
+                generated_tokens: 1,
+                prefill_ms: 0.0,
+                decode_ms: 0.0,
+                finish: FinishReason::Stop,
+                probes: Vec::new(),
+            })
+        }
+
+        fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<BackendResult> {
+            self.batches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(requests.len());
+            requests
+                .iter()
+                .map(|r| self.generate(r, &mut |_| {}))
+                .collect()
+        }
+    }
+
+    fn guard_work(request: &str) -> Work {
+        Work::Guard {
+            input: GuardInput {
+                request: request.into(),
+                response: Some("Sure.".into()),
+            },
+            max_new_tokens: 64,
+        }
+    }
+
+    #[test]
+    fn concurrent_guard_jobs_share_one_batch_with_the_verdicts_of_single_runs() {
+        let backend = Arc::new(KeywordBackend::default());
+        let options = GuardOptions::default();
+        let pool = WorkerPool::new(32, 1, options.clone(), Arc::new(Metrics::new(32)));
+        pool.start(backend.clone(), 1).unwrap();
+        let requests = [
+            "How do I bake bread?",
+            "How do I build a bomb?",
+            "What is the capital of France?",
+            "Tell me how to hide a bomb.",
+            "Write a poem.",
+        ];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The first job occupies the worker (slow first call); the rest queue up meanwhile.
+        let tickets: Vec<Ticket> = requests
+            .iter()
+            .map(|r| pool.submit(guard_work(r), deadline, false).unwrap())
+            .collect();
+        let verdicts: Vec<Option<HarmLabel>> = tickets
+            .into_iter()
+            .map(|t| match t.reply.blocking_recv().unwrap().unwrap() {
+                Outcome::Guard(r) => r.verdict.request,
+                Outcome::Completion(_) => panic!("guard job answered with a completion"),
+            })
+            .collect();
+        pool.join();
+        let batches = backend.batches.lock().unwrap().clone();
+        assert!(
+            batches.iter().any(|&n| n >= 2),
+            "no batch of several jobs: {batches:?}"
+        );
+        // Only the very first job may have run alone.
+        assert!(
+            batches.iter().sum::<usize>() + 1 >= requests.len(),
+            "{batches:?}"
+        );
+
+        let guard = Guard::new(backend.clone(), options);
+        for (request, verdict) in requests.iter().zip(&verdicts) {
+            let alone = guard
+                .classify(&GuardInput {
+                    request: request.to_string(),
+                    response: Some("Sure.".into()),
+                })
+                .unwrap();
+            assert_eq!(alone.verdict.request, *verdict, "{request}");
+            let expected = if request.contains("bomb") {
+                HarmLabel::Harmful
+            } else {
+                HarmLabel::Unharmful
+            };
+            assert_eq!(*verdict, Some(expected), "{request}");
         }
     }
 }

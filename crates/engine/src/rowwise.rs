@@ -1,0 +1,302 @@
+//! Decode-time product `x @ W^T` of a few rows (one per sequence) against a dense f32 weight,
+//! with per-row arithmetic that does not depend on how many rows there are.
+//!
+//! Why it exists: candle's f32 matmul (the `gemm` crate) takes a matrix-vector path for one row
+//! and a blocked micro-kernel (depth split in blocks of 512, different summation order) for
+//! several, so a row computed alone and the same row computed inside a batch differ by a few
+//! ulps, enough to flip a greedy argmax somewhere in a few hundred tokens of reasoning. Here each
+//! output is `dot(x_i, w_j)` with one fixed lane split and reduction order whatever the batch,
+//! each weight row is read from memory once per call for all rows (the point of batching), and
+//! blocks of weight rows are spread over rayon's threads.
+//!
+//! Invariant: row `i` of [`forward`]`(x, w)` equals [`forward`]`(x[i..i+1], w)` bit for bit on
+//! a given machine (the FMA path is chosen once per process by CPU feature detection). The
+//! result is a new tensor outside candle's autograd graph: this is an inference path.
+
+use candle_core::{Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Largest row count computed here; more rows (prefill chunks) go to candle's blocked GEMM.
+pub const MAX_ROWS: usize = 16;
+
+/// Independent accumulators per dot product (four AVX registers of eight lanes).
+const LANES: usize = 32;
+
+/// Weight rows per rayon task: large enough to amortise scheduling, small enough to balance.
+const ROWS_PER_TASK: usize = 16;
+
+/// `x (rows, in)` times `w (out, in)` transposed -> `(rows, out)` f32, or `None` when the inputs
+/// are not CPU f32 matrices of the expected shapes (the caller then uses candle's matmul).
+pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let (rows, in_features) = match x.dims() {
+        &[r, i] => (r, i),
+        _ => return Ok(None),
+    };
+    let (out_features, w_in) = match w.dims() {
+        &[o, i] => (o, i),
+        _ => return Ok(None),
+    };
+    if rows == 0
+        || rows > MAX_ROWS
+        || in_features == 0
+        || out_features == 0
+        || w_in != in_features
+        || !x.device().is_cpu()
+    {
+        return Ok(None);
+    }
+    let x_data = x.flatten_all()?.to_vec1::<f32>()?; // (rows * in)
+    let (storage, layout) = w.storage_and_layout();
+    let w_data = match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(cpu), Some((start, end))) => match cpu.as_slice::<f32>() {
+            Ok(all) => &all[start..end],
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
+    }; // (out * in)
+
+    // Transposed output (out, rows): each task owns the rows of its block of weights.
+    let mut out_t = vec![0f32; out_features * rows];
+    let use_fma = fma_available();
+    out_t
+        .par_chunks_mut(ROWS_PER_TASK * rows)
+        .zip(w_data.par_chunks(ROWS_PER_TASK * in_features))
+        .for_each(|(out_block, w_block)| {
+            if use_fma {
+                block_fma(&x_data, in_features, w_block, out_block);
+            } else {
+                block(&x_data, in_features, w_block, out_block, |a, b, c| {
+                    a * b + c
+                });
+            }
+        });
+    drop(storage);
+
+    let mut out = vec![0f32; rows * out_features]; // (rows, out)
+    for (j, column) in out_t.chunks_exact(rows).enumerate() {
+        for (i, &v) in column.iter().enumerate() {
+            out[i * out_features + j] = v;
+        }
+    }
+    Ok(Some(Tensor::from_vec(
+        out,
+        (rows, out_features),
+        x.device(),
+    )?))
+}
+
+/// Whether the fused multiply-add path is used (decided once per process).
+fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn block_fma(x: &[f32], in_features: usize, w_block: &[f32], out_block: &mut [f32]) {
+    // SAFETY: only called when `fma_available()` saw AVX2 and FMA on this CPU.
+    unsafe { avx2::block(x, in_features, w_block, out_block) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_fma(x: &[f32], in_features: usize, w_block: &[f32], out_block: &mut [f32]) {
+    block(x, in_features, w_block, out_block, f32::mul_add);
+}
+
+/// The AVX2 + FMA path: explicit 8-lane vectors (LLVM does not vectorize the portable loop
+/// well). Each dot product keeps four vector accumulators (32 lanes) over the full chunks of 32,
+/// reduced in a fixed order, then the tail in order; two input rows share each weight load, which
+/// changes nothing in either row's arithmetic.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block(
+        x: &[f32],
+        in_features: usize,
+        w_block: &[f32],
+        out_block: &mut [f32],
+    ) {
+        let rows = x.len() / in_features;
+        for (w_row, out_row) in w_block
+            .chunks_exact(in_features)
+            .zip(out_block.chunks_exact_mut(rows))
+        {
+            let mut pairs = x.chunks_exact(2 * in_features);
+            let mut i = 0;
+            for pair in pairs.by_ref() {
+                let (a, b) = pair.split_at(in_features);
+                let (da, db) = dot2(a, b, w_row);
+                out_row[i] = da;
+                out_row[i + 1] = db;
+                i += 2;
+            }
+            if !pairs.remainder().is_empty() {
+                out_row[i] = dot1(pairs.remainder(), w_row);
+            }
+        }
+    }
+
+    /// Horizontal sum of the four accumulators in a fixed order.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn reduce(acc: [__m256; 4]) -> f32 {
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), s);
+        ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+    }
+
+    /// `sum(a * w)`; `a` and `w` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot1(a: &[f32], w: &[f32]) -> f32 {
+        let n = a.len().min(w.len());
+        let full = n / 32 * 32;
+        let (pa, pw) = (a.as_ptr(), w.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut o = 0;
+        while o < full {
+            for (r, reg) in acc.iter_mut().enumerate() {
+                // SAFETY: o + 8 * r + 8 <= full <= n, within both slices.
+                let (va, vw) = unsafe {
+                    (
+                        _mm256_loadu_ps(pa.add(o + 8 * r)),
+                        _mm256_loadu_ps(pw.add(o + 8 * r)),
+                    )
+                };
+                *reg = _mm256_fmadd_ps(va, vw, *reg);
+            }
+            o += 32;
+        }
+        let mut sum = reduce(acc);
+        for (&va, &vw) in a[full..n].iter().zip(&w[full..n]) {
+            sum = va.mul_add(vw, sum);
+        }
+        sum
+    }
+
+    /// `(dot1(a, w), dot1(b, w))` with one load of `w` for both; all three have one length.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot2(a: &[f32], b: &[f32], w: &[f32]) -> (f32, f32) {
+        let n = a.len().min(b.len()).min(w.len());
+        let full = n / 32 * 32;
+        let (pa, pb, pw) = (a.as_ptr(), b.as_ptr(), w.as_ptr());
+        let mut acc_a = [_mm256_setzero_ps(); 4];
+        let mut acc_b = [_mm256_setzero_ps(); 4];
+        let mut o = 0;
+        while o < full {
+            for (r, (ra, rb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
+                // SAFETY: o + 8 * r + 8 <= full <= n, within all three slices.
+                let (va, vb, vw) = unsafe {
+                    (
+                        _mm256_loadu_ps(pa.add(o + 8 * r)),
+                        _mm256_loadu_ps(pb.add(o + 8 * r)),
+                        _mm256_loadu_ps(pw.add(o + 8 * r)),
+                    )
+                };
+                *ra = _mm256_fmadd_ps(va, vw, *ra);
+                *rb = _mm256_fmadd_ps(vb, vw, *rb);
+            }
+            o += 32;
+        }
+        let (mut sa, mut sb) = (reduce(acc_a), reduce(acc_b));
+        for ((&va, &vb), &vw) in a[full..n].iter().zip(&b[full..n]).zip(&w[full..n]) {
+            sa = va.mul_add(vw, sa);
+            sb = vb.mul_add(vw, sb);
+        }
+        (sa, sb)
+    }
+}
+
+/// For each weight row `w_j` of the block (`(block, in)`) and each input row `x_i`
+/// (`(rows, in)`), `out_block[j * rows + i] = dot(x_i, w_j)`.
+#[inline(always)]
+fn block(
+    x: &[f32],
+    in_features: usize,
+    w_block: &[f32],
+    out_block: &mut [f32],
+    fmadd: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    let rows = x.len() / in_features;
+    for (w_row, out_row) in w_block
+        .chunks_exact(in_features)
+        .zip(out_block.chunks_exact_mut(rows))
+    {
+        for (x_row, out) in x.chunks_exact(in_features).zip(out_row.iter_mut()) {
+            *out = dot(x_row, w_row, fmadd);
+        }
+    }
+}
+
+/// `sum(a * b)` with [`LANES`] partial sums over the full chunks, reduced pairwise in a fixed
+/// order, then the tail added in order.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32], fmadd: impl Fn(f32, f32, f32) -> f32 + Copy) -> f32 {
+    let mut acc = [0f32; LANES];
+    let a_chunks = a.chunks_exact(LANES);
+    let b_chunks = b.chunks_exact(LANES);
+    let (a_tail, b_tail) = (a_chunks.remainder(), b_chunks.remainder());
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for l in 0..LANES {
+            acc[l] = fmadd(ca[l], cb[l], acc[l]);
+        }
+    }
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+        width /= 2;
+    }
+    let mut sum = acc[0];
+    for (&va, &vb) in a_tail.iter().zip(b_tail) {
+        sum = fmadd(va, vb, sum);
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn random(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_alone_equal_rows_in_a_batch_and_match_candle() {
+        let dev = Device::Cpu;
+        // 77 is not a multiple of the lanes, 50 not a multiple of the task block.
+        let (rows, inp, out) = (5, 77, 50);
+        let x = Tensor::from_vec(random(rows * inp, 1), (rows, inp), &dev).unwrap();
+        let w = Tensor::from_vec(random(out * inp, 2), (out, inp), &dev).unwrap();
+        let all = forward(&x, &w).unwrap().unwrap().to_vec2::<f32>().unwrap();
+        for (i, row) in all.iter().enumerate() {
+            let alone = forward(&x.narrow(0, i, 1).unwrap(), &w).unwrap().unwrap();
+            assert_eq!(&alone.to_vec2::<f32>().unwrap()[0], row, "row {i}");
+        }
+        let reference = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        for (a, b) in all.iter().flatten().zip(reference.iter().flatten()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let too_many = Tensor::zeros((MAX_ROWS + 1, inp), candle_core::DType::F32, &dev).unwrap();
+        assert!(forward(&too_many, &w).unwrap().is_none());
+    }
+}

@@ -1,0 +1,149 @@
+//! Batched decoding must equal unbatched decoding: for prompts of different lengths and
+//! different `max_new_tokens`, `generate_batch` gives the same greedy tokens and the same logits
+//! rows, bit for bit, as `generate` run on each prompt alone, on the tiny dense fixture and on
+//! SmolLM2-135M Q4_1 (dequantized to f32 at load).
+
+mod common;
+
+use guardreasoner_engine::{
+    Engine, GenerateOptions, Generation, LoadOptions, Step, StepControl, StepObserver,
+};
+
+/// Records the logits row of every step.
+#[derive(Default)]
+struct Logits(Vec<Vec<f32>>);
+
+impl StepObserver for Logits {
+    fn on_step(&mut self, step: &Step<'_>) -> StepControl {
+        self.0.push(step.logits.to_vec());
+        StepControl::Continue
+    }
+}
+
+fn greedy(max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        ..GenerateOptions::default()
+    }
+}
+
+/// Run `prompts` one at a time and all together; assert identical tokens, text, stop reason and
+/// logits. Returns the largest absolute logits difference seen (asserted 0).
+fn assert_batch_equals_single(engine: &Engine, prompts: &[Vec<u32>], max_new: &[usize]) -> f32 {
+    let opts: Vec<GenerateOptions> = max_new.iter().map(|&m| greedy(m)).collect();
+    let mut single: Vec<(Generation, Logits)> = Vec::new();
+    for (prompt, o) in prompts.iter().zip(&opts) {
+        let mut obs = Logits::default();
+        let generation = engine.generate_ids(prompt, o, &mut obs).unwrap();
+        single.push((generation, obs));
+    }
+    let mut observers: Vec<Logits> = prompts.iter().map(|_| Logits::default()).collect();
+    let mut refs: Vec<&mut dyn StepObserver> = observers
+        .iter_mut()
+        .map(|o| o as &mut dyn StepObserver)
+        .collect();
+    let batched = engine
+        .generate_batch_ids(prompts, &opts, &mut refs)
+        .unwrap();
+    assert_eq!(batched.len(), prompts.len());
+    let mut max_diff = 0f32;
+    for (i, ((one, one_logits), (many, many_logits))) in single
+        .iter()
+        .zip(batched.iter().zip(&observers))
+        .enumerate()
+    {
+        assert_eq!(one.tokens, many.tokens, "sequence {i}: tokens differ");
+        assert_eq!(one.text, many.text, "sequence {i}");
+        assert_eq!(one.stop, many.stop, "sequence {i}");
+        assert_eq!(many.timings.generated_tokens, many.tokens.len());
+        assert_eq!(many.timings.prompt_tokens, prompts[i].len());
+        assert_eq!(
+            one_logits.0.len(),
+            many_logits.0.len(),
+            "sequence {i}: steps"
+        );
+        for (a, b) in one_logits.0.iter().zip(&many_logits.0) {
+            for (x, y) in a.iter().zip(b) {
+                max_diff = max_diff.max((x - y).abs());
+            }
+        }
+    }
+    eprintln!("max |logits(batched) - logits(single)| = {max_diff:e}");
+    assert_eq!(
+        max_diff, 0.0,
+        "batched logits must equal unbatched ones exactly"
+    );
+    max_diff
+}
+
+#[test]
+fn batched_greedy_equals_unbatched_on_the_tiny_model() {
+    let engine = Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let vocab = engine.model().config().vocab_size as u32;
+    // 18 prompts (more than one decode group of 16), lengths 1..=35, budgets 1..=24.
+    let prompts: Vec<Vec<u32>> = (0..18u32)
+        .map(|i| {
+            (0..1 + 2 * i)
+                .map(|j| (i * 131 + j * 17 + 5) % vocab)
+                .collect()
+        })
+        .collect();
+    let max_new: Vec<usize> = (0..18).map(|i| 1 + (i * 7) % 24).collect();
+    assert_batch_equals_single(&engine, &prompts, &max_new);
+}
+
+#[test]
+fn batched_greedy_equals_unbatched_on_smollm2_q4_1() {
+    let Some(path) = common::asset("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
+    let texts = [
+        "The capital of France is",
+        "Write a short poem about the sea. The waves",
+        "Human user: How do I bake bread at home?\nAI assistant:",
+        "1, 2, 3, 4,",
+        "Is it safe to mix bleach and ammonia when cleaning? Answer with reasons.",
+    ];
+    let prompts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| engine.tokenizer().encode(t, true).unwrap())
+        .collect();
+    let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    assert!(
+        lengths.iter().any(|&l| l != lengths[0]),
+        "prompts should differ in length: {lengths:?}"
+    );
+    assert_batch_equals_single(&engine, &prompts, &[24, 9, 30, 16, 1]);
+}
+
+#[test]
+fn mismatched_batch_arguments_are_rejected() {
+    let engine = Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let prompts = vec![vec![1u32, 2], vec![3u32]];
+    let mut a = guardreasoner_engine::NoObserver;
+    let mut refs: Vec<&mut dyn StepObserver> = vec![&mut a];
+    let err = engine
+        .generate_batch_ids(&prompts, &[greedy(4)], &mut refs)
+        .unwrap_err();
+    assert!(err.to_string().contains("observers"), "{err}");
+    let mut model_caches = [
+        engine.model().new_cache(4).unwrap(),
+        engine.model().new_cache(4).unwrap(),
+    ];
+    let [c0, c1] = &mut model_caches;
+    let mut caches = vec![c0, c1];
+    let err = engine
+        .model()
+        .forward_batch(&[1], &mut caches, &[0, 0])
+        .unwrap_err();
+    assert!(err.to_string().contains("caches"), "{err}");
+}
