@@ -28,12 +28,10 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use crate::config::{
-    special_tokens_from_hf, HfConfig, HfGenerationConfig, LlamaConfig, RopeScaling,
-};
+use crate::config::{LlamaConfig, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::load::read_json;
-use crate::load::safetensors::{Shards, TensorSource};
+use crate::load::safetensors::{read_model_config, Shards, TensorSource};
 use gguf_writer::{GgufWriter, MetaValue, TensorDecl, WriteError};
 pub use mix::{tensor_type, use_more_bits, QuantType, TensorRole};
 
@@ -79,16 +77,7 @@ pub fn quantize_hf_dir(
     progress: Progress<'_>,
 ) -> Result<QuantizeSummary> {
     let start = Instant::now();
-    let config_path = dir.join("config.json");
-    let hf: HfConfig = read_json(&config_path)?;
-    let config = LlamaConfig::from_hf(&hf, &config_path)?;
-    let generation_path = dir.join("generation_config.json");
-    let generation: Option<HfGenerationConfig> = if generation_path.exists() {
-        Some(read_json(&generation_path)?)
-    } else {
-        None
-    };
-    let special = special_tokens_from_hf(&hf, generation.as_ref(), &config_path)?;
+    let (config, special) = read_model_config(dir)?;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer: Value = read_json(&tokenizer_path)?;
     let tokenizer_config_path = dir.join("tokenizer_config.json");

@@ -22,7 +22,9 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use super::{read_json, LoadedModel};
-use crate::config::{special_tokens_from_hf, HfConfig, HfGenerationConfig, LlamaConfig};
+use crate::config::{
+    special_tokens_from_hf, HfConfig, HfGenerationConfig, LlamaConfig, SpecialTokens,
+};
 use crate::error::{EngineError, Result};
 use crate::linear::Linear;
 use crate::model::{LayerWeights, LlamaWeights};
@@ -38,8 +40,9 @@ struct ShardIndex {
     weight_map: HashMap<String, String>,
 }
 
-/// Load model, tokenizer and special tokens from a Hugging Face model directory.
-pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
+/// The validated config of a Hugging Face model directory (`config.json`) and its special
+/// tokens (`config.json`, overridden by `generation_config.json` when present).
+pub(crate) fn read_model_config(dir: &Path) -> Result<(LlamaConfig, SpecialTokens)> {
     let config_path = dir.join("config.json");
     let hf: HfConfig = read_json(&config_path)?;
     let config = LlamaConfig::from_hf(&hf, &config_path)?;
@@ -50,6 +53,12 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
         None
     };
     let special = special_tokens_from_hf(&hf, generation.as_ref(), &config_path)?;
+    Ok((config, special))
+}
+
+/// Load model, tokenizer and special tokens from a Hugging Face model directory.
+pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
+    let (config, special) = read_model_config(dir)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), special)?;
 
     let shards = Shards::open(dir)?;
