@@ -364,46 +364,35 @@ impl GuardBackend for ScriptedBackend {
     }
 }
 
-impl<T: GuardBackend + ?Sized> GuardBackend for Box<T> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
+/// A backend behind a smart pointer is a backend (every method forwards, batching included).
+macro_rules! forward_backend {
+    ($($pointer:ident)::+) => {
+        impl<T: GuardBackend + ?Sized> GuardBackend for $($pointer)::+<T> {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
 
-    fn generate(
-        &self,
-        request: &GenerationRequest<'_>,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<BackendOutput> {
-        (**self).generate(request, on_text)
-    }
+            fn generate(
+                &self,
+                request: &GenerationRequest<'_>,
+                on_text: &mut dyn FnMut(&str),
+            ) -> Result<BackendOutput> {
+                (**self).generate(request, on_text)
+            }
 
-    fn preferred_batch(&self) -> usize {
-        (**self).preferred_batch()
-    }
+            fn preferred_batch(&self) -> usize {
+                (**self).preferred_batch()
+            }
 
-    fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
-        (**self).generate_batch(requests)
-    }
+            fn generate_batch(
+                &self,
+                requests: &[GenerationRequest<'_>],
+            ) -> Vec<Result<BackendOutput>> {
+                (**self).generate_batch(requests)
+            }
+        }
+    };
 }
 
-impl<T: GuardBackend + ?Sized> GuardBackend for std::sync::Arc<T> {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-
-    fn generate(
-        &self,
-        request: &GenerationRequest<'_>,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<BackendOutput> {
-        (**self).generate(request, on_text)
-    }
-
-    fn preferred_batch(&self) -> usize {
-        (**self).preferred_batch()
-    }
-
-    fn generate_batch(&self, requests: &[GenerationRequest<'_>]) -> Vec<Result<BackendOutput>> {
-        (**self).generate_batch(requests)
-    }
-}
+forward_backend!(Box);
+forward_backend!(std::sync::Arc);
