@@ -245,40 +245,28 @@ fn smollm2_runs_and_resumes() {
 /// A completions server on loopback that answers 429 (with Retry-After) or 500 to every third
 /// request and a fixed guard output otherwise.
 fn flaky_completions_server() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use guardreasoner_testkit::{read_request, respond};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
+            let Ok(stream) = stream else { continue };
+            if read_request(&stream).is_none() {
+                continue;
             }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
             let ok = serde_json::json!({"choices": [{"text": ANSWERS, "finish_reason": "stop"}], "usage": {"prompt_tokens": 300, "completion_tokens": 20}}).to_string();
-            let (status, extra, text) = match n % 3 {
-                1 => (
+            let json = "Content-Type: application/json";
+            match n % 3 {
+                1 => respond(
+                    &stream,
                     429,
-                    "Retry-After: 0\r\n",
-                    "{\"error\": \"busy\"}".to_string(),
+                    &[json, "Retry-After: 0"],
+                    b"{\"error\": \"busy\"}",
+                    true,
                 ),
-                2 if n % 2 == 0 => (500, "", "{\"error\": \"oops\"}".to_string()),
-                _ => (200, "", ok),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
-                text.len()
-            );
+                2 if n % 2 == 0 => respond(&stream, 500, &[json], b"{\"error\": \"oops\"}", true),
+                _ => respond(&stream, 200, &[json], ok.as_bytes(), true),
+            }
         }
     });
     format!("http://{addr}/v1")

@@ -3,9 +3,9 @@
 //! reasoning) and is killed mid-run with SIGKILL: every input row ends up accepted or rejected
 //! exactly once.
 
+use guardreasoner_testkit::{read_request, respond};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -34,22 +34,10 @@ fn teacher() -> String {
 }
 
 fn answer(stream: std::net::TcpStream, seen: Seen) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut len = 0;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; len];
-    if reader.read_exact(&mut body).is_err() {
+    let Some(http) = read_request(&stream) else {
         return;
-    }
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    };
+    let request: Value = serde_json::from_slice(&http.body).unwrap_or(Value::Null);
     let user = request
         .pointer("/messages/1/content")
         .and_then(Value::as_str)
@@ -68,15 +56,15 @@ fn answer(stream: std::net::TcpStream, seen: Seen) {
         *entry
     };
     let reply = |status: u16, extra: &str, text: &str| {
-        let _ = write!(
-            &stream,
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
-            text.len()
-        );
+        let mut headers = vec!["Content-Type: application/json"];
+        if !extra.is_empty() {
+            headers.push(extra);
+        }
+        respond(&stream, status, &headers, text.as_bytes(), true);
     };
     if requests == 1 {
         match row % 5 {
-            0 => return reply(429, "Retry-After: 0\r\n", "{\"error\": \"slow down\"}"),
+            0 => return reply(429, "Retry-After: 0", "{\"error\": \"slow down\"}"),
             1 => return reply(500, "", "{\"error\": \"boom\"}"),
             2 => return reply(200, "", "{\"choices\": [{\"message\": {\"content\": "),
             3 if row < 8 => {

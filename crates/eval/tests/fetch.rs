@@ -6,7 +6,7 @@ mod common;
 
 use guardreasoner_eval::data::{fetch, DataDir, FetchStatus};
 use guardreasoner_eval::EvalError;
-use std::io::{BufRead, BufReader, Write};
+use guardreasoner_testkit::{read_request, respond};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,42 +20,20 @@ fn serve(dir: PathBuf, corrupt: Option<&'static str>) -> (String, Arc<AtomicUsiz
     let counter = hits.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
+            let Ok(stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else {
                 continue;
-            }
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                    break;
-                }
-            }
+            };
             counter.fetch_add(1, Ordering::SeqCst);
-            let name = request
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("/")
-                .trim_start_matches('/');
+            let name = request.path.trim_start_matches('/');
             match std::fs::read(dir.join(name)) {
                 Ok(mut body) => {
                     if Some(name) == corrupt {
                         body[10] ^= 1;
                     }
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(&body);
+                    respond(&stream, 200, &[], &body, true);
                 }
-                Err(_) => {
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                }
+                Err(_) => respond(&stream, 404, &[], b"", true),
             }
         }
     });

@@ -4,8 +4,8 @@
 
 use guardreasoner_guard::hub::{HubClient, HubConfig};
 use guardreasoner_guard::{GuardError, ModelSpec};
+use guardreasoner_testkit::{read_request, respond};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -22,41 +22,35 @@ fn fake_hub(
     let seen = log.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
+            let Ok(stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else {
                 continue;
-            }
-            let mut auth = String::new();
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if h.to_ascii_lowercase().starts_with("authorization:") {
-                    auth = h.trim().to_string();
-                }
-            }
-            let mut parts = line.split_whitespace();
-            let method = parts.next().unwrap_or("").to_string();
-            let path = parts.next().unwrap_or("").to_string();
-            seen.lock().unwrap().push(format!("{method} {path} {auth}"));
-            let file = path.strip_prefix("/org/model/resolve/main/").unwrap_or("");
+            };
+            let auth = request
+                .header("authorization")
+                .map(|v| format!("Authorization: {v}"))
+                .unwrap_or_default();
+            seen.lock()
+                .unwrap()
+                .push(format!("{} {} {auth}", request.method, request.path));
+            let file = request
+                .path
+                .strip_prefix("/org/model/resolve/main/")
+                .unwrap_or("");
             let (code, body) = match (status, files.get(file)) {
                 (Some(code), _) => (code, Vec::new()),
                 (None, Some(body)) => (200, body.clone()),
                 (None, None) => (404, Vec::new()),
             };
-            let etag = format!("etag-{}", file.replace('.', "-"));
-            let head = format!(
-                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nX-Repo-Commit: {COMMIT}\r\nETag: \"{etag}\"\r\nConnection: close\r\n\r\n",
-                body.len()
+            let commit = format!("X-Repo-Commit: {COMMIT}");
+            let etag = format!("ETag: \"etag-{}\"", file.replace('.', "-"));
+            respond(
+                &stream,
+                code,
+                &[&commit, &etag],
+                &body,
+                request.method == "GET",
             );
-            let _ = stream.write_all(head.as_bytes());
-            if method == "GET" {
-                let _ = stream.write_all(&body);
-            }
         }
     });
     (format!("http://{addr}"), log)

@@ -5,7 +5,7 @@ use guardreasoner_engine::SamplingParams;
 use guardreasoner_guard::{
     FinishReason, GenerationRequest, GuardBackend, RemoteBackend, RemoteConfig,
 };
-use std::io::{BufRead, BufReader, Read, Write};
+use guardreasoner_testkit::{read_request, respond};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,34 +19,20 @@ fn server(script: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<String>>>)
     std::thread::spawn(move || {
         let mut script = script.into_iter();
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            seen.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&body).to_string());
-            let (code, text) = script.next().unwrap_or((500, "{}"));
-            let extra = if code == 429 {
-                "Retry-After: 0\r\n"
-            } else {
-                ""
+            let Ok(stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else {
+                continue;
             };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{text}",
-                text.len()
-            );
+            seen.lock().unwrap().push(request.text());
+            let (code, text) = script.next().unwrap_or((500, "{}"));
+            let extra: &[&str] = if code == 429 {
+                &["Retry-After: 0"]
+            } else {
+                &[]
+            };
+            let mut headers = vec!["Content-Type: application/json"];
+            headers.extend_from_slice(extra);
+            respond(&stream, code, &headers, text.as_bytes(), true);
         }
     });
     (format!("http://{addr}/v1"), bodies)

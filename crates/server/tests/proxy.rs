@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use guardreasoner_server::{ServerConfig, UpstreamConfig};
+use guardreasoner_testkit::{read_request, respond};
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,33 +23,19 @@ fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     let bodies = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            let body = String::from_utf8_lossy(&body).to_string();
+            let Ok(stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else {
+                continue;
+            };
+            let body = request.text();
             let streaming = body.contains("\"stream\":true");
             bodies.lock().unwrap().push(body);
             let (ct, text) = if streaming {
-                ("text/event-stream", STREAM)
+                ("Content-Type: text/event-stream", STREAM)
             } else {
-                ("application/json", ANSWER)
+                ("Content-Type: application/json", ANSWER)
             };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
+            respond(&stream, 200, &[ct], text.as_bytes(), true);
         }
     });
     (format!("http://{addr}/v1"), seen)
