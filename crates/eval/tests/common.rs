@@ -4,11 +4,7 @@ use std::path::PathBuf;
 
 /// `$GUARDREASONER_DATA_DIR`, else `../shared/data/guardreasoner` beside the repository.
 pub fn data_root() -> PathBuf {
-    let root = std::env::var_os("GUARDREASONER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guardreasoner")
-        });
+    let root = guardreasoner_testkit::data_root();
     assert!(
         root.join("benchmark").is_dir(),
         "benchmark data not found at {} (set GUARDREASONER_DATA_DIR to a directory holding benchmark/ and predictions/)",

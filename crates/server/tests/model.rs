@@ -10,9 +10,9 @@ use guardreasoner_server::ServerConfig;
 use serde_json::json;
 use std::sync::Arc;
 
-#[test]
-fn smollm2_guard_request_reports_an_unreadable_verdict_failing_closed() {
-    let Some(path) = smollm2() else { return };
+/// The SmolLM2 test asset as a local backend (`None` when asset tests are skipped).
+fn smollm2_backend() -> Option<Arc<LocalBackend>> {
+    let path = smollm2()?;
     let engine = Engine::load(
         &path,
         &LoadOptions {
@@ -20,7 +20,14 @@ fn smollm2_guard_request_reports_an_unreadable_verdict_failing_closed() {
         },
     )
     .unwrap();
-    let backend = Arc::new(LocalBackend::new(engine).unwrap());
+    Some(Arc::new(LocalBackend::new(engine).unwrap()))
+}
+
+#[test]
+fn smollm2_guard_request_reports_an_unreadable_verdict_failing_closed() {
+    let Some(backend) = smollm2_backend() else {
+        return;
+    };
     let server = TestServer::start(ServerConfig::default(), Some(backend));
     let r = server.post(
         "/v1/guard",
@@ -46,15 +53,9 @@ fn smollm2_guard_request_reports_an_unreadable_verdict_failing_closed() {
 
 #[test]
 fn smollm2_moderations_and_chat_proxy_fail_closed_on_an_unreadable_verdict() {
-    let Some(path) = smollm2() else { return };
-    let engine = Engine::load(
-        &path,
-        &LoadOptions {
-            device: DeviceChoice::Cpu,
-        },
-    )
-    .unwrap();
-    let backend = Arc::new(LocalBackend::new(engine).unwrap());
+    let Some(backend) = smollm2_backend() else {
+        return;
+    };
     let mut config = ServerConfig::default();
     config.guard.max_new_tokens = 8;
     // never reached: the request check blocks first

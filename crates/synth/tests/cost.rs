@@ -5,23 +5,9 @@ use guardreasoner_engine::{SpecialTokens, Tokenizer};
 use guardreasoner_protocol::GuardInput;
 use guardreasoner_synth::prompt::{user_message, SYSTEM_PROMPT};
 use guardreasoner_synth::sample::{GroundTruth, LabeledSample};
-use std::path::PathBuf;
 
 fn tokenizer() -> Option<Tokenizer> {
-    let dir = std::env::var_os("GUARDREASONER_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let path = dir.join("llama-3.2/tokenizer.json");
-    if !path.is_file() {
-        assert!(
-            std::env::var_os("GUARDREASONER_SKIP_ASSET_TESTS").is_some(),
-            "{} missing: run scripts/fetch-test-assets.sh",
-            path.display()
-        );
-        return None;
-    }
+    let path = guardreasoner_testkit::test_asset("llama-3.2/tokenizer.json")?;
     Some(
         Tokenizer::from_file(
             &path,
@@ -37,11 +23,7 @@ fn tokenizer() -> Option<Tokenizer> {
 #[test]
 fn synthesis_token_counts() {
     let Some(tok) = tokenizer() else { return };
-    let data = std::env::var_os("GUARDREASONER_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/guardreasoner")
-        });
+    let data = guardreasoner_testkit::data_root();
     let items: Vec<serde_json::Value> = serde_json::from_slice(
         &std::fs::read(data.join("train-sample/GuardReasonerTrain-sample.json")).unwrap(),
     )

@@ -89,3 +89,42 @@ pub fn respond(
         let _ = stream.write_all(body);
     }
 }
+
+/// The repository root (this crate lives at `crates/testkit`).
+fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The benchmark data: `$GUARDREASONER_DATA_DIR`, else `../shared/data/guardreasoner` beside
+/// the repository.
+pub fn data_root() -> std::path::PathBuf {
+    std::env::var_os("GUARDREASONER_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data/guardreasoner"))
+}
+
+/// A fetched test asset (`scripts/fetch-test-assets.sh`), under `$GUARDREASONER_TEST_ASSETS`
+/// or `<repo>/.cache/test-assets`. `None` only when asset tests are skipped on purpose
+/// (`GUARDREASONER_SKIP_ASSET_TESTS=1`); otherwise a missing asset fails the test with a message
+/// saying how to fetch it.
+pub fn test_asset(relative: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("GUARDREASONER_TEST_ASSETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache/test-assets"));
+    let path = dir.join(relative);
+    if path.is_file() {
+        return Some(path);
+    }
+    let skip = std::env::var("GUARDREASONER_SKIP_ASSET_TESTS").is_ok_and(|v| v == "1");
+    assert!(
+        skip,
+        "{} is missing: run scripts/fetch-test-assets.sh (or set GUARDREASONER_SKIP_ASSET_TESTS=1)",
+        path.display()
+    );
+    None
+}
+
+/// SmolLM2-135M-Instruct Q4_1, the real model of the end-to-end tests.
+pub fn smollm2() -> Option<std::path::PathBuf> {
+    test_asset("SmolLM2-135M-Instruct.Q4_1.gguf")
+}

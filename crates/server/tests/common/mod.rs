@@ -1,12 +1,11 @@
 //! Shared test harness: a real server on a loopback port (its own runtime thread), a blocking
 //! HTTP client, scripted GuardReasoner outputs, and the SmolLM2 test asset.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use guardreasoner_guard::{GuardBackend, ScriptedBackend};
 use guardreasoner_server::{Server, ServerConfig};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,26 +216,7 @@ pub fn send_with(
     }
 }
 
-/// SmolLM2 from the test assets (scripts/fetch-test-assets.sh), or `None` when asset tests are
-/// skipped on purpose.
-pub fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("GUARDREASONER_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-assets")
-        });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var_os("GUARDREASONER_SKIP_ASSET_TESTS").is_some() {
-        return None;
-    }
-    panic!(
-        "{} is missing: run scripts/fetch-test-assets.sh (or set GUARDREASONER_SKIP_ASSET_TESTS=1)",
-        path.display()
-    );
-}
+pub use guardreasoner_testkit::smollm2;
 
 /// Sends only a request head (announcing a body it never sends) and reads the answer: how a
 /// client sees a server that refuses a body by its declared length.
