@@ -7,7 +7,7 @@
 //! (`start_pos < len`) rewinds, which is how a caller reuses a cache for a new prompt.
 //! Invariant: positions `0..len` hold valid entries.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
@@ -93,6 +93,29 @@ impl KvCache {
         v_cache.slice_set(v, 1, start_pos)?;
         let end = start_pos + seq_len;
         Ok((k_cache.narrow(1, 0, end)?, v_cache.narrow(1, 0, end)?))
+    }
+
+    /// Call `f` with the raw `(num_kv_heads, capacity, head_dim)` keys and values of `layer`
+    /// when the cache lives in CPU memory as f32; `None` (and `f` not called) otherwise.
+    pub(crate) fn with_cpu_layer<R>(
+        &self,
+        layer: usize,
+        f: impl FnOnce(&[f32], &[f32]) -> R,
+    ) -> Option<R> {
+        let (k_cache, v_cache) = &self.layers[layer];
+        let (k_storage, k_layout) = k_cache.storage_and_layout();
+        let (v_storage, v_layout) = v_cache.storage_and_layout();
+        fn slice(storage: &Storage, offsets: Option<(usize, usize)>) -> Option<&[f32]> {
+            match (storage, offsets) {
+                (Storage::Cpu(cpu), Some((start, end))) => {
+                    cpu.as_slice::<f32>().ok().map(|all| &all[start..end])
+                }
+                _ => None,
+            }
+        }
+        let k = slice(&k_storage, k_layout.contiguous_offsets())?;
+        let v = slice(&v_storage, v_layout.contiguous_offsets())?;
+        Some(f(k, v))
     }
 
     /// Record that positions `0..len` are valid (after all layers were written).

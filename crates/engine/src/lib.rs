@@ -4,7 +4,8 @@
 //! - [`config`]: on-disk config mirrors -> validated [`LlamaConfig`].
 //! - [`linear`], [`rope`], [`kv_cache`], [`model`]: the one LLaMA implementation (pure; dense
 //!   and GGML-quantized weights behind [`Linear`]); [`rowwise`] is the decode-time product that
-//!   makes a batched decode step give each sequence exactly its unbatched numbers.
+//!   makes a batched decode step give each sequence exactly its unbatched numbers, and
+//!   `attention` its fused counterpart for the attention of a few rows over the cache.
 //! - [`load`]: Hugging Face safetensors directories and GGUF files -> weights + tokenizer.
 //! - [`tokenizer`]: `tokenizer.json` or GGUF metadata -> [`Tokenizer`], streaming decode.
 //! - [`export`]: Hugging Face checkpoint -> GGUF (F16, Q8_0, llama.cpp's Q4_K_M mix).
@@ -16,6 +17,7 @@
 //! and Python `tokenizers` (Llama 3.2 tokenizer on the GuardReasoner benchmarks); see the
 //! crate's `tests/`.
 
+mod attention;
 pub mod batch;
 pub mod config;
 pub mod device;

@@ -21,15 +21,22 @@ use crate::rowwise;
 /// ~1 s dequantized) and rounds its Q8_1 activation sums through f16; the dequantized weights
 /// are exact, and the results differ from llama.cpp's only by llama.cpp's own 8-bit activation
 /// rounding (see `tests/smollm2_parity.rs`). Costs 7x the memory of the file for these tensors.
-const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[GgmlDType::Q4_1];
+///
+/// F32/F16/BF16 GGUF tensors become dense f32 here too (as candle's `QMatMul` would do), so
+/// that their decode steps take [`rowwise`] like safetensors weights.
+const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[
+    GgmlDType::Q4_1,
+    GgmlDType::F32,
+    GgmlDType::F16,
+    GgmlDType::BF16,
+];
 
 /// A `(out_features, in_features)` weight matrix, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Linear {
     /// f32 weight `(out, in)`.
     Dense(Tensor),
-    /// GGML block-quantized weight `(out, in)`; F32/F16/BF16 GGUF tensors are dequantized to f32
-    /// by `QMatMul` itself.
+    /// GGML block-quantized weight `(out, in)` (float GGUF tensors are `Dense`).
     Quantized {
         matmul: QMatMul,
         shape: (usize, usize),

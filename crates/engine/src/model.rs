@@ -16,11 +16,13 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
+use crate::attention::{attend_rows, AttentionShape};
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeLayout, RotaryEmbedding};
+use crate::rowwise;
 
 /// RMSNorm weight `(hidden)` and epsilon.
 #[derive(Debug, Clone)]
@@ -272,11 +274,33 @@ impl Llama {
         let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
         let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
         let total = start_pos + seq_len; // k_all, v_all: (n_kv, total, hd)
+        let scale = 1.0 / (hd as f64).sqrt();
+
+        // A few rows (decode, batched decode, speculative verification): the fused kernel over
+        // the cache, whose rows do not depend on each other (see `crate::attention`).
+        if seq_len <= rowwise::MAX_ROWS && self.device.is_cpu() {
+            let q_rows = q.flatten_all()?.to_vec1::<f32>()?; // (n_heads, seq, hd)
+            let shape = AttentionShape {
+                n_heads,
+                n_kv_heads: n_kv,
+                head_dim: hd,
+                capacity: cache.capacity(),
+            };
+            let fused = cache.with_cpu_layer(layer_idx, |k, v| {
+                attend_rows(&q_rows, k, v, shape, start_pos, scale as f32)
+            });
+            if let Some(out) = fused {
+                return Ok(Tensor::from_vec(
+                    out,
+                    (seq_len, n_heads * hd),
+                    &self.device,
+                )?);
+            }
+        }
 
         // Query heads g*group..(g+1)*group share kv head g (transformers' repeat_kv order), so
         // fold the group into the rows: (n_kv, group * seq, hd).
         let q = q.reshape((n_kv, group * seq_len, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k_all.t()?)? * scale)?; // (n_kv, group * seq, total)
         let scores = scores.reshape((n_kv, group, seq_len, total))?;
         let scores = match mask {

@@ -87,6 +87,29 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     )?))
 }
 
+/// `sum(a * b)` over the common length, with the same fixed lane split and reduction order as
+/// every product of [`forward`] (the fused-attention kernel uses it for its scores).
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    if fma_available() {
+        dot1_fma(a, b)
+    } else {
+        dot(a, b, |a, b, c| a * b + c)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: only called when `fma_available()` saw AVX2 and FMA on this CPU.
+    unsafe { avx2::dot1(a, b) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b, f32::mul_add)
+}
+
 /// Whether the fused multiply-add path is used (decided once per process).
 fn fma_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -156,7 +179,7 @@ mod avx2 {
 
     /// `sum(a * w)`; `a` and `w` have the same length.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot1(a: &[f32], w: &[f32]) -> f32 {
+    pub(super) unsafe fn dot1(a: &[f32], w: &[f32]) -> f32 {
         let n = a.len().min(w.len());
         let full = n / 32 * 32;
         let (pa, pw) = (a.as_ptr(), w.as_ptr());

@@ -5,9 +5,7 @@
 
 mod common;
 
-use guardreasoner_engine::{
-    Engine, GenerateOptions, Generation, LoadOptions, Step, StepControl, StepObserver,
-};
+use guardreasoner_engine::{Engine, GenerateOptions, Generation, Step, StepControl, StepObserver};
 
 /// Records the logits row of every step.
 #[derive(Default)]
@@ -80,7 +78,7 @@ fn assert_batch_equals_single(engine: &Engine, prompts: &[Vec<u32>], max_new: &[
 fn batched_greedy_equals_unbatched_on_the_tiny_model() {
     let engine = Engine::load(
         &common::fixtures().join("tiny-llama"),
-        &LoadOptions::default(),
+        &common::load_options(),
     )
     .unwrap();
     let vocab = engine.model().config().vocab_size as u32;
@@ -101,7 +99,7 @@ fn batched_greedy_equals_unbatched_on_smollm2_q4_1() {
     let Some(path) = common::asset("SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
-    let engine = Engine::load(&path, &LoadOptions::default()).unwrap();
+    let engine = Engine::load(&path, &common::load_options()).unwrap();
     let texts = [
         "The capital of France is",
         "Write a short poem about the sea. The waves",
@@ -125,7 +123,7 @@ fn batched_greedy_equals_unbatched_on_smollm2_q4_1() {
 fn mismatched_batch_arguments_are_rejected() {
     let engine = Engine::load(
         &common::fixtures().join("tiny-llama"),
-        &LoadOptions::default(),
+        &common::load_options(),
     )
     .unwrap();
     let prompts = vec![vec![1u32, 2], vec![3u32]];

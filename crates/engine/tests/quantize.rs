@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
-use guardreasoner_engine::{quantize_hf_dir, Engine, LoadOptions, QuantType};
+use guardreasoner_engine::{quantize_hf_dir, Engine, QuantType};
 
 fn tiny_dir() -> PathBuf {
     common::fixtures().join("tiny-llama")
@@ -39,7 +39,7 @@ fn quantize(dir: &Path, out_dir: &Path, qtype: QuantType) -> PathBuf {
 }
 
 fn load(path: &Path) -> Engine {
-    Engine::load(path, &LoadOptions::default()).unwrap()
+    Engine::load(path, &common::load_options()).unwrap()
 }
 
 /// Logits `(seq, vocab)` of every position.

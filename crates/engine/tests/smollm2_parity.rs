@@ -17,7 +17,7 @@ mod common;
 use std::sync::OnceLock;
 
 use guardreasoner_engine::{
-    argmax, Engine, GenerateOptions, LoadOptions, NoObserver, StopReason, StreamDecoder,
+    argmax, Engine, GenerateOptions, NoObserver, StopReason, StreamDecoder,
 };
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -31,7 +31,7 @@ const NEAR_TIE: f32 = 1.0;
 fn engine() -> Option<&'static Engine> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     let path = common::asset(MODEL)?;
-    Some(ENGINE.get_or_init(|| Engine::load(&path, &LoadOptions::default()).unwrap()))
+    Some(ENGINE.get_or_init(|| Engine::load(&path, &common::load_options()).unwrap()))
 }
 
 fn golden() -> serde_json::Value {

@@ -7,12 +7,11 @@ mod common;
 
 use candle_core::Tensor;
 use guardreasoner_engine::{
-    Engine, GenerateOptions, LoadOptions, ModelFormat, NoObserver, RopeLayout, StepControl,
-    StopReason,
+    Engine, GenerateOptions, ModelFormat, NoObserver, RopeLayout, StepControl, StopReason,
 };
 
 fn load(relative: &str) -> Engine {
-    Engine::load(&common::fixtures().join(relative), &LoadOptions::default()).unwrap()
+    Engine::load(&common::fixtures().join(relative), &common::load_options()).unwrap()
 }
 
 fn golden_ids() -> Vec<u32> {
@@ -151,7 +150,7 @@ fn llama3_rope_scaling_changes_the_logits() {
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let ids = golden_ids();
     let unscaled = logits(
-        &Engine::load(dir.path(), &LoadOptions::default()).unwrap(),
+        &Engine::load(dir.path(), &common::load_options()).unwrap(),
         &ids,
     );
     let scaled = logits(&load("tiny-llama"), &ids);

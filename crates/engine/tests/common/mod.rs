@@ -14,6 +14,22 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// How the tests load models: on the CPU, or on the GPU named by
+/// `GUARDREASONER_TEST_DEVICE=cuda[:N]` (a build with `--features cuda`), so that the same
+/// golden comparisons check the CUDA backend.
+pub fn load_options() -> guardreasoner_engine::LoadOptions {
+    use guardreasoner_engine::DeviceChoice;
+    let device = match std::env::var("GUARDREASONER_TEST_DEVICE").ok().as_deref() {
+        None | Some("") | Some("cpu") => DeviceChoice::Cpu,
+        Some("cuda") => DeviceChoice::Cuda(0),
+        Some(other) => match other.strip_prefix("cuda:").map(str::parse) {
+            Some(Ok(n)) => DeviceChoice::Cuda(n),
+            _ => panic!("GUARDREASONER_TEST_DEVICE={other}: expected cpu, cuda or cuda:N"),
+        },
+    };
+    guardreasoner_engine::LoadOptions { device }
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
