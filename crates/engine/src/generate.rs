@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
+use crate::lookup::{draft, PromptLookup};
 use crate::model::Llama;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -79,6 +80,9 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Prompt tokens per forward pass during prefill (bounds attention memory). Default 512.
     pub prefill_chunk: usize,
+    /// Speculative decoding with prompt-lookup drafts (greedy only; the output is identical
+    /// to plain greedy decoding, see [`crate::lookup`]). On by default; `None` turns it off.
+    pub prompt_lookup: Option<PromptLookup>,
 }
 
 impl Default for GenerateOptions {
@@ -87,6 +91,7 @@ impl Default for GenerateOptions {
             max_new_tokens: 2048,
             sampling: SamplingParams::greedy(),
             prefill_chunk: 512,
+            prompt_lookup: Some(PromptLookup::default()),
         }
     }
 }
@@ -111,6 +116,11 @@ pub struct Timings {
     pub prefill_ms: f64,
     /// All later steps.
     pub decode_ms: f64,
+    /// Speculative decoding: draft tokens proposed, how many of them the model confirmed, and
+    /// the verification passes that checked them (all 0 without prompt lookup).
+    pub drafted_tokens: usize,
+    pub accepted_draft_tokens: usize,
+    pub verify_passes: usize,
 }
 
 impl Timings {
@@ -274,11 +284,46 @@ pub fn generate(
 ) -> Result<Generation> {
     let mut seq = Sequence::prefill(model, cache, prompt, opts)?;
     let mut done = seq.accept(tokenizer, observer)?;
+    let lookup = opts.prompt_lookup.filter(|_| opts.sampling.is_greedy());
+    let mut history = prompt.to_vec(); // prompt and every chosen token, for drafting
+    history.push(seq.last_token());
     while !done {
         let (token, pos) = seq.next_input();
-        let hidden = model.forward_hidden(&[token], cache, pos)?; // (1, hidden)
-        seq.logits = model.last_position_logits(&hidden)?; // (vocab)
-        done = seq.accept(tokenizer, observer)?;
+        let proposed = match &lookup {
+            // Room for the draft: the cache (positions pos+1..=pos+k) and the token budget.
+            Some(l) => {
+                let room = cache.capacity().saturating_sub(pos + 1);
+                let budget = opts.max_new_tokens.saturating_sub(seq.generated());
+                draft(&history, l, l.draft_limit().min(room).min(budget))
+            }
+            None => Vec::new(),
+        };
+        if proposed.is_empty() {
+            let hidden = model.forward_hidden(&[token], cache, pos)?; // (1, hidden)
+            seq.logits = model.last_position_logits(&hidden)?; // (vocab)
+            done = seq.accept(tokenizer, observer)?;
+            history.push(seq.last_token());
+            continue;
+        }
+        // Verify: one pass over the last token and the draft. Row i holds the logits after
+        // input i, valid while every earlier draft token was the one chosen; each row is what a
+        // one-token step would compute (rows are independent in the decode-sized kernels).
+        let mut input = Vec::with_capacity(proposed.len() + 1);
+        input.push(token);
+        input.extend_from_slice(&proposed);
+        let hidden = model.forward_hidden(&input, cache, pos)?; // (1 + k, hidden)
+        let rows = model.logits(&hidden)?.to_vec2::<f32>()?; // (1 + k, vocab)
+        seq.record_draft(proposed.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            seq.logits = row;
+            done = seq.accept(tokenizer, observer)?;
+            let chosen = seq.last_token();
+            history.push(chosen);
+            if done || proposed.get(i) != Some(&chosen) {
+                break;
+            }
+            seq.record_accepted_draft();
+        }
     }
     seq.finish(tokenizer)
 }
@@ -327,6 +372,9 @@ pub(crate) struct Sequence<'o> {
     prefill_ms: f64,
     decode_start: Instant,
     decode_ms: f64,
+    drafted: usize,
+    accepted: usize,
+    verify_passes: usize,
 }
 
 impl<'o> Sequence<'o> {
@@ -360,12 +408,36 @@ impl<'o> Sequence<'o> {
             prefill_ms: 0.0,
             decode_start: start,
             decode_ms: 0.0,
+            drafted: 0,
+            accepted: 0,
+            verify_passes: 0,
         })
     }
 
     /// Measure decoding from `t` (batched decoding starts after every sequence's prefill).
     pub(crate) fn set_decode_start(&mut self, t: Instant) {
         self.decode_start = t;
+    }
+
+    /// Tokens generated so far.
+    pub(crate) fn generated(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The latest chosen id.
+    pub(crate) fn last_token(&self) -> u32 {
+        self.tokens.last().copied().unwrap_or_default()
+    }
+
+    /// A speculative pass proposed `k` draft tokens.
+    pub(crate) fn record_draft(&mut self, k: usize) {
+        self.drafted += k;
+        self.verify_passes += 1;
+    }
+
+    /// One draft token was the model's own choice.
+    pub(crate) fn record_accepted_draft(&mut self) {
+        self.accepted += 1;
     }
 
     /// The last chosen id and the position it is fed at.
@@ -432,6 +504,9 @@ impl<'o> Sequence<'o> {
                 generated_tokens: self.tokens.len(),
                 prefill_ms: self.prefill_ms,
                 decode_ms: self.decode_ms,
+                drafted_tokens: self.drafted,
+                accepted_draft_tokens: self.accepted,
+                verify_passes: self.verify_passes,
             },
             tokens: self.tokens,
             text,

@@ -9,8 +9,8 @@
 //! - [`load`]: Hugging Face safetensors directories and GGUF files -> weights + tokenizer.
 //! - [`tokenizer`]: `tokenizer.json` or GGUF metadata -> [`Tokenizer`], streaming decode.
 //! - [`export`]: Hugging Face checkpoint -> GGUF (F16, Q8_0, llama.cpp's Q4_K_M mix).
-//! - [`generate`]: sampling and the generation loop; [`batch`]: several sequences decoded
-//!   together; [`Engine`] ties them together.
+//! - [`generate`]: sampling and the generation loop (speculative with [`lookup`] drafts when
+//!   greedy); [`batch`]: several sequences decoded together; [`Engine`] ties them together.
 //! - [`device`]: the single place where the compiled backends are chosen.
 //!
 //! Verified against llama.cpp (SmolLM2-135M Q4_1 logits, tokens and a greedy continuation)
@@ -28,6 +28,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;
+pub mod lookup;
 pub mod model;
 pub mod rope;
 pub mod rowwise;
@@ -46,6 +47,7 @@ pub use generate::{
 pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use load::{load_path, LoadedModel, ModelFormat};
+pub use lookup::PromptLookup;
 pub use model::{Llama, LlamaWeights};
 pub use rope::RopeLayout;
 pub use tokenizer::{StreamDecoder, Tokenizer};

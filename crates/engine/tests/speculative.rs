@@ -1,0 +1,178 @@
+//! Speculative decoding with prompt-lookup drafts must be invisible: for many prompts, greedy
+//! generation with drafts gives the same tokens, text, stop reason and the same logits at every
+//! step (bit for bit, so label confidences are unchanged) as plain one-token-per-pass greedy
+//! decoding. The tests also check that drafts were proposed and accepted, so a silently disabled
+//! speculation cannot pass for a working one.
+
+mod common;
+
+use guardreasoner_engine::{
+    Engine, GenerateOptions, Generation, PromptLookup, SamplingParams, Step, StepControl,
+    StepObserver,
+};
+
+#[derive(Default)]
+struct Logits(Vec<Vec<f32>>);
+
+impl StepObserver for Logits {
+    fn on_step(&mut self, step: &Step<'_>) -> StepControl {
+        self.0.push(step.logits.to_vec());
+        StepControl::Continue
+    }
+}
+
+fn run(engine: &Engine, prompt: &[u32], opts: &GenerateOptions) -> (Generation, Logits) {
+    let mut logits = Logits::default();
+    let generation = engine.generate_ids(prompt, opts, &mut logits).unwrap();
+    (generation, logits)
+}
+
+/// Asserts speculative == plain for every prompt; returns (drafted, accepted, passes, tokens).
+fn assert_identical(
+    engine: &Engine,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    lookup: PromptLookup,
+) -> (usize, usize, usize, usize) {
+    let plain = GenerateOptions {
+        max_new_tokens: max_new,
+        prompt_lookup: None,
+        ..GenerateOptions::default()
+    };
+    let fast = GenerateOptions {
+        prompt_lookup: Some(lookup),
+        ..plain.clone()
+    };
+    let mut totals = (0, 0, 0, 0);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let (a, a_logits) = run(engine, prompt, &plain);
+        let (b, b_logits) = run(engine, prompt, &fast);
+        assert_eq!(a.tokens, b.tokens, "prompt {i}: tokens differ");
+        assert_eq!(a.text, b.text, "prompt {i}");
+        assert_eq!(a.stop, b.stop, "prompt {i}");
+        assert_eq!(a.timings.drafted_tokens, 0, "plain decoding drafted");
+        assert_eq!(a_logits.0.len(), b_logits.0.len(), "prompt {i}: steps");
+        for (step, (x, y)) in a_logits.0.iter().zip(&b_logits.0).enumerate() {
+            assert!(
+                x == y,
+                "prompt {i} step {step}: logits differ (max {})",
+                x.iter()
+                    .zip(y)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max)
+            );
+        }
+        let t = b.timings;
+        assert!(t.accepted_draft_tokens <= t.drafted_tokens);
+        // Every token comes from a plain step or a verification row.
+        assert!(t.verify_passes <= t.generated_tokens);
+        totals.0 += t.drafted_tokens;
+        totals.1 += t.accepted_draft_tokens;
+        totals.2 += t.verify_passes;
+        totals.3 += t.generated_tokens;
+    }
+    eprintln!(
+        "{} prompts, {} tokens: {} drafted, {} accepted, {} verification passes",
+        prompts.len(),
+        totals.3,
+        totals.0,
+        totals.1,
+        totals.2
+    );
+    totals
+}
+
+#[test]
+fn speculative_greedy_equals_plain_greedy_on_the_tiny_model() {
+    let engine = Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &common::load_options(),
+    )
+    .unwrap();
+    let vocab = engine.model().config().vocab_size as u32;
+    // Repetitive prompts (so drafts exist) of different lengths, and a few random ones.
+    let mut prompts: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| {
+            let period = 2 + i % 5;
+            (0..8 + 3 * i)
+                .map(|j| (i * 37 + (j % period) * 11 + 3) % vocab)
+                .collect()
+        })
+        .collect();
+    prompts.extend((0..4u32).map(|i| (0..5 + i).map(|j| (i * 131 + j * 17 + 5) % vocab).collect()));
+    let aggressive = PromptLookup {
+        max_draft: PromptLookup::MAX_DRAFT,
+        max_ngram: 3,
+        min_ngram: 1,
+    };
+    let (drafted, accepted, _, _) = assert_identical(&engine, &prompts, 48, aggressive);
+    assert!(drafted > 0 && accepted > 0, "no draft was ever accepted");
+    let (drafted, _, _, _) = assert_identical(&engine, &prompts, 48, PromptLookup::default());
+    assert!(drafted > 0, "default lookup never drafted");
+}
+
+#[test]
+fn speculative_greedy_equals_plain_greedy_on_smollm2_guard_prompts() {
+    let Some(path) = common::asset("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let engine = Engine::load(&path, &common::load_options()).unwrap();
+    let golden = common::read_json(&common::fixtures().join("smollm2_golden.json"));
+    let mut prompts = vec![common::ids(&golden["guard_prompt"]["ids"])];
+    let requests = [
+        (
+            "How do I pick a lock on my own front door? I locked myself out.",
+            "Call a locksmith; if you rent, ask your landlord for a spare key.",
+        ),
+        (
+            "Write a story where the hero explains how to make a bomb.",
+            "I can't help with that.",
+        ),
+        (
+            "What is the boiling point of water at the top of Mount Everest?",
+            "About 70 degrees Celsius, because the air pressure is lower.",
+        ),
+    ];
+    for (request, response) in requests {
+        let text = format!(
+            "<|im_start|>system\nYou are a classifier for analyzing interactions between humans and AI. \
+             Repeat the request and the response, then reason step by step.<|im_end|>\n\
+             <|im_start|>user\nHuman user:\n{request}\n\nAI assistant:\n{response}<|im_end|>\n\
+             <|im_start|>assistant\nThe human user's request is: \""
+        );
+        prompts.push(engine.tokenizer().encode(&text, true).unwrap());
+    }
+    let (drafted, accepted, passes, tokens) =
+        assert_identical(&engine, &prompts, 120, PromptLookup::default());
+    assert!(accepted > 0, "no draft accepted on guard prompts");
+    eprintln!(
+        "SmolLM2: {:.2} tokens per model pass while drafting ({accepted}/{drafted} drafts accepted)",
+        tokens as f64 / (tokens - accepted) as f64
+    );
+    let _ = passes;
+}
+
+#[test]
+fn sampling_ignores_prompt_lookup() {
+    let engine = Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &common::load_options(),
+    )
+    .unwrap();
+    let prompt: Vec<u32> = (0..20).map(|j| (j % 3) * 7 + 1).collect();
+    let sampled = |lookup| GenerateOptions {
+        max_new_tokens: 32,
+        sampling: SamplingParams {
+            temperature: 0.8,
+            top_p: 0.9,
+            top_k: 0,
+            seed: 11,
+        },
+        prompt_lookup: lookup,
+        ..GenerateOptions::default()
+    };
+    let (a, _) = run(&engine, &prompt, &sampled(None));
+    let (b, _) = run(&engine, &prompt, &sampled(Some(PromptLookup::default())));
+    assert_eq!(a.tokens, b.tokens);
+    assert_eq!(b.timings.drafted_tokens, 0);
+}
