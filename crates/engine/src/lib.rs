@@ -30,6 +30,7 @@ pub mod linear;
 pub mod load;
 pub mod lookup;
 pub mod model;
+pub mod q4_1;
 pub mod rope;
 pub mod rowwise;
 pub mod tokenizer;

@@ -14,28 +14,22 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::q4_1::Q4_1Matrix;
 use crate::rowwise;
 
-/// GGML types computed as dequantized f32 instead of with candle's kernel. candle 0.11 has no
-/// SIMD kernel for Q4_1 (a 300-token SmolLM2-135M prefill takes ~35 s on two cores, against
-/// ~1 s dequantized) and rounds its Q8_1 activation sums through f16; the dequantized weights
-/// are exact, and the results differ from llama.cpp's only by llama.cpp's own 8-bit activation
-/// rounding (see `tests/smollm2_parity.rs`). Costs 7x the memory of the file for these tensors.
-///
-/// F32/F16/BF16 GGUF tensors become dense f32 here too (as candle's `QMatMul` would do), so
-/// that their decode steps take [`rowwise`] like safetensors weights.
-const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[
-    GgmlDType::Q4_1,
-    GgmlDType::F32,
-    GgmlDType::F16,
-    GgmlDType::BF16,
-];
+/// GGML types computed as dense f32: F32/F16/BF16 GGUF tensors (as candle's `QMatMul` would
+/// do), so that their decode steps take [`rowwise`] like safetensors weights; and Q4_1 off the
+/// CPU.
+const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
 /// A `(out_features, in_features)` weight matrix, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Linear {
     /// f32 weight `(out, in)`.
     Dense(Tensor),
+    /// Q4_1 on the CPU: llama.cpp's Q4_1 x Q8_1 arithmetic ([`crate::q4_1`]; candle 0.11 has
+    /// no SIMD kernel for it and rounds the activation sums differently).
+    Q4_1(Arc<Q4_1Matrix>),
     /// GGML block-quantized weight `(out, in)` (float GGUF tensors are `Dense`).
     Quantized {
         matmul: QMatMul,
@@ -51,10 +45,18 @@ impl Linear {
 
     /// A layer from a GGML tensor of shape `(out, in)`.
     pub fn quantized(weight: Arc<QTensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.shape().dims2()?;
+        if weight.dtype() == GgmlDType::Q4_1 {
+            if weight.device().is_cpu() {
+                let data = weight.data()?.into_owned();
+                let matrix = Q4_1Matrix::new(data, out_features, in_features)?;
+                return Ok(Linear::Q4_1(Arc::new(matrix)));
+            }
+            return Ok(Linear::Dense(weight.dequantize(&weight.device())?));
+        }
         if DEQUANTIZE_AT_LOAD.contains(&weight.dtype()) {
             return Ok(Linear::Dense(weight.dequantize(&weight.device())?));
         }
-        let (out_features, in_features) = weight.shape().dims2()?;
         Ok(Linear::Quantized {
             matmul: QMatMul::from_arc(weight)?,
             shape: (out_features, in_features),
@@ -68,6 +70,7 @@ impl Linear {
                 let dims = w.dims();
                 (dims[0], dims[1])
             }
+            Linear::Q4_1(m) => m.shape(),
             Linear::Quantized { shape, .. } => *shape,
         }
     }
@@ -81,6 +84,12 @@ impl Linear {
                 Some(y) => y,
                 None => x.matmul(&w.t()?)?,
             },
+            Linear::Q4_1(m) => {
+                let (n, _) = x.dims2()?;
+                let data = x.flatten_all()?.to_vec1::<f32>()?; // (n * in)
+                let y = m.matmul_t(&data, n);
+                Tensor::from_vec(y, (n, m.shape().0), x.device())?
+            }
             Linear::Quantized { matmul, .. } => matmul.forward(x)?,
         };
         Ok(y)
@@ -90,6 +99,21 @@ impl Linear {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let rows = match self {
             Linear::Dense(w) => w.index_select(ids, 0)?,
+            Linear::Q4_1(m) => {
+                let (vocab, cols) = m.shape();
+                let list = ids.to_vec1::<u32>()?;
+                let mut rows = vec![0f32; list.len() * cols];
+                for (&id, out) in list.iter().zip(rows.chunks_exact_mut(cols)) {
+                    if id as usize >= vocab {
+                        return Err(crate::error::EngineError::InvalidRequest {
+                            field: "tokens".into(),
+                            problem: format!("id {id} is outside the embedding table of {vocab}"),
+                        });
+                    }
+                    m.dequantize_row(id as usize, out);
+                }
+                Tensor::from_vec(rows, (list.len(), cols), ids.device())?
+            }
             Linear::Quantized { matmul, .. } => matmul.embedding(ids)?,
         };
         Ok(rows)

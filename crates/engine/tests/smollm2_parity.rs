@@ -2,15 +2,16 @@
 //! fetched by `scripts/fetch-test-assets.sh`), golden outputs from llama-cpp-python written by
 //! `scripts/engine/make_golden.py` into `tests/fixtures/smollm2_*`.
 //!
-//! Two references, both from llama.cpp:
-//! - the "F32 twin" (the same file with its Q4_1 tensors dequantized to F32): the engine also
-//!   computes Q4_1 weights dequantized (see `linear.rs`), so this is like for like: logits within
-//!   `TWIN_TOL`, the same top-1 everywhere, the same 200-token greedy continuation;
-//! - the Q4_1 file itself: llama.cpp rounds activations to 8 bits per block for Q4_1, which on
-//!   this model moves logits by up to ~1.7 against its own F32 twin (measured by
-//!   `make_golden.py`). We require logits within `QUANT_TOL`, the same top-1 wherever llama.cpp's
-//!   top-2 margin is at least `NEAR_TIE`, and the continuation to agree until llama.cpp's first
-//!   step with a margin below `NEAR_TIE`.
+//! The engine computes Q4_1 products with llama.cpp's own arithmetic (`crate::q4_1`: activations
+//! rounded to Q8_1, the same integer and float steps; bit-exact against llama.cpp on the tiny
+//! model, `tests/tensor_types.rs`). Over 30 layers, though, the 8-bit rounding of activations
+//! turns the last-ulp differences of other operations (RMSNorm, softmax and RoPE are summed in
+//! different orders, llama.cpp sums RMSNorm in double) into occasional rounding flips, which
+//! move logits by up to ~1 (llama.cpp's own Q4_1 run differs from its run on the same weights
+//! dequantized to F32, the "F32 twin", by ~1.7). So against llama.cpp on the Q4_1 file we
+//! require logits within `QUANT_TOL`, the same top-1 wherever llama.cpp's top-2 margin is at
+//! least `NEAR_TIE`, and the greedy continuation to agree until llama.cpp's first step with a
+//! margin below `NEAR_TIE`; the F32 twin is reported, and bounded by the same tolerance.
 
 mod common;
 
@@ -21,8 +22,6 @@ use guardreasoner_engine::{
 };
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Max abs logit difference against llama.cpp on the F32 twin.
-const TWIN_TOL: f32 = 0.02;
 /// Max abs logit difference against llama.cpp on the Q4_1 file (8-bit activation noise).
 const QUANT_TOL: f32 = 2.5;
 /// A top-2 margin (in logits) below which quantization noise may flip the argmax.
@@ -144,13 +143,9 @@ fn logits_match_llama_cpp_at_every_position() {
          top-1 agreement {}/{n}, disagreements (position, llama.cpp top-2 margin) {:?}",
         quant.max_diff, quant.top1_agree, quant.disagreements
     );
-    assert_eq!(
-        twin.top1_agree, n,
-        "top-1 differs from llama.cpp's F32 twin"
-    );
     assert!(
-        twin.max_diff < TWIN_TOL,
-        "F32 twin: max abs diff {} >= {TWIN_TOL}",
+        twin.max_diff < QUANT_TOL,
+        "F32 twin: max abs diff {} >= {QUANT_TOL}",
         twin.max_diff
     );
     assert!(
@@ -199,13 +194,8 @@ fn greedy_continuation_matches_llama_cpp() {
     let prompt = common::ids(&golden["guard_prompt"]["ids"]);
     let twin = common::ids(&golden["f32_twin_continuation"]);
     let quant = common::ids(&golden["continuation"]);
-    let ours = continue_greedy(engine, &prompt, twin.len());
-
-    let first_diff = ours.iter().zip(&twin).position(|(a, b)| a != b);
-    assert_eq!(
-        first_diff, None,
-        "greedy continuation diverges from llama.cpp's F32 twin at step {first_diff:?}"
-    );
+    let ours = continue_greedy(engine, &prompt, quant.len());
+    let twin_agree = ours.iter().zip(&twin).take_while(|(a, b)| a == b).count();
 
     let gaps: Vec<f32> = golden["continuation_top2_gaps"]
         .as_array()
@@ -219,16 +209,19 @@ fn greedy_continuation_matches_llama_cpp() {
         .unwrap_or(gaps.len());
     let agree = ours.iter().zip(&quant).take_while(|(a, b)| a == b).count();
     println!(
-        "greedy continuation: identical to llama.cpp's F32 twin for {} tokens; to llama.cpp Q4_1 for \
-         the first {agree} tokens (its first step with a top-2 margin below {NEAR_TIE}: {first_near_tie})",
-        twin.len()
+        "greedy continuation: identical to llama.cpp Q4_1 for the first {agree}/{} tokens (its first \
+         step with a top-2 margin below {NEAR_TIE}: {first_near_tie}); to llama.cpp's F32 twin for \
+         {twin_agree}",
+        quant.len()
     );
     assert!(
         agree >= first_near_tie,
         "diverges from llama.cpp Q4_1 at step {agree} before any near tie ({first_near_tie})"
     );
 
-    // The same through `generate`, which stops at the first end-of-generation id.
+    // The same through `generate` (which stops at the first end-of-generation id) gives exactly
+    // the step-by-step continuation.
+    let twin = ours;
     let opts = GenerateOptions {
         max_new_tokens: twin.len(),
         ..GenerateOptions::default()
