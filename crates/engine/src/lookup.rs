@@ -20,12 +20,17 @@ pub struct PromptLookup {
     pub min_ngram: usize,
 }
 
+/// Short drafts behind long matches. A verification row is not free on a small CPU (a 1B
+/// Q4_K_M pass of 2 rows costs ~1.5x one row on 2 cores), so the default proposes at most 3
+/// tokens and only after a match of at least 4: replaying the released GuardReasoner-1B
+/// outputs (`examples/verdict.rs`, docs/BENCHMARKS.md) this gave the lowest time per token
+/// among the settings tried; long drafts after short matches were slower than no drafts.
 impl Default for PromptLookup {
     fn default() -> Self {
         Self {
-            max_draft: 10,
-            max_ngram: 4,
-            min_ngram: 2,
+            max_draft: 3,
+            max_ngram: 8,
+            min_ngram: 4,
         }
     }
 }
