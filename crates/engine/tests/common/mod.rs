@@ -30,6 +30,12 @@ pub fn load_options() -> guardreasoner_engine::LoadOptions {
     guardreasoner_engine::LoadOptions { device }
 }
 
+/// Whether the tests run on the CPU, where decode-sized passes are bit-for-bit independent of
+/// their batch (on a GPU, cuBLAS may pick other algorithms for other shapes).
+pub fn on_cpu() -> bool {
+    load_options().device == guardreasoner_engine::DeviceChoice::Cpu
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
