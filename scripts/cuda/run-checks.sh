@@ -140,6 +140,18 @@ echo "==== (info) cli classify on cpu for comparison"
 timeout 120 "$BIN_DIR/guardreasoner" classify --model "$TINY" --device cpu --prompt hello \
   --max-new-tokens 16 --json 2>&1 | grep -E '"raw_output"|generated_tokens|total_ms' || true
 
+# ---- (e) against transformers on a Llama-3.2-1B-shaped model (when the inputs were carried) --
+# .gpu/case.json: a rendered guard prompt with its request/response; .gpu/llama-3.2/tokenizer.json
+if [ -f "$GPU_DIR/case.json" ] && [ -f "$GPU_DIR/llama-3.2/tokenizer.json" ]; then
+  PY=$(command -v python3 || echo /opt/torch/.venv/bin/python3)
+  WORK=$(mktemp -d)
+  echo "==== transformers comparison in $WORK"
+  timeout --kill-after=10 "$STEP_TIMEOUT" "$PY" "$REPO/scripts/cuda/compare_transformers.py" \
+    "$BIN_DIR/guardreasoner" "$GPU_DIR/llama-3.2/tokenizer.json" "$GPU_DIR/case.json" "$WORK" 64
+  record "same greedy text as transformers (1B shape, cuda)" $?
+  rm -rf "$WORK"
+fi
+
 echo
 echo "==== SUMMARY"
 printf '%s\n' "${SUMMARY[@]}"

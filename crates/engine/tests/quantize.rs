@@ -114,6 +114,13 @@ fn every_type_loads_and_stays_close_to_the_f32_model() {
         let agree = top1_agreement(&ours, &expected);
         println!("tiny {qtype}: max abs logit diff vs f32 {diff:.3e}, top-1 agreement {agree:.3}");
         assert!(diff < tolerance, "{qtype}: logits differ by {diff}");
+        // candle's CUDA kernels round activations differently (Q8_1 per 32, as llama.cpp's
+        // CUDA backend) from its CPU ones, which moves a few near-ties of this random model.
+        let min_agreement = if common::on_cpu() {
+            min_agreement
+        } else {
+            min_agreement - 0.05
+        };
         assert!(agree >= min_agreement, "{qtype}: top-1 agreement {agree}");
         // The embedded tokenizer is the checkpoint's: same ids, same BOS and end ids.
         let (hf_tok, gguf_tok) = (reference.tokenizer(), engine.tokenizer());

@@ -18,9 +18,15 @@ fn golden_ids() -> Vec<u32> {
     common::ids(&common::read_json(&common::fixtures().join("tiny_llama_golden.json"))["ids"])
 }
 
+/// Logits of every position, on the CPU (where the references are).
 fn logits(engine: &Engine, ids: &[u32]) -> Tensor {
     let mut cache = engine.model().new_cache(ids.len()).unwrap();
-    engine.model().forward(ids, &mut cache, 0).unwrap()
+    engine
+        .model()
+        .forward(ids, &mut cache, 0)
+        .unwrap()
+        .to_device(&candle_core::Device::Cpu)
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
