@@ -29,7 +29,10 @@ fn logits(engine: &Engine, ids: &[u32]) -> Tensor {
         .unwrap()
 }
 
+/// Largest absolute difference, compared on the CPU (either side may live on a GPU).
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let cpu = candle_core::Device::Cpu;
+    let (a, b) = (a.to_device(&cpu).unwrap(), b.to_device(&cpu).unwrap());
     (a - b)
         .unwrap()
         .abs()
