@@ -17,15 +17,14 @@ use crate::error::Result;
 use crate::q4_1::Q4_1Matrix;
 use crate::rowwise;
 
-/// GGML types computed as dense f32: F32/F16/BF16 GGUF tensors (as candle's `QMatMul` would
-/// do), so that their decode steps take [`rowwise`] like safetensors weights; and Q4_1 off the
-/// CPU.
+/// GGML types computed as dense weights (as candle's `QMatMul` would do), so that their decode
+/// steps take [`rowwise`] like safetensors weights; F16/BF16 stay half precision on the CPU.
 const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
 /// A `(out_features, in_features)` weight matrix, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Linear {
-    /// f32 weight `(out, in)`.
+    /// Dense weight `(out, in)`: f32, or bf16/f16 on the CPU (widened exactly when used).
     Dense(Tensor),
     /// Q4_1 on the CPU: llama.cpp's Q4_1 x Q8_1 arithmetic ([`crate::q4_1`]; candle 0.11 has
     /// no SIMD kernel for it and rounds the activation sums differently).
@@ -38,8 +37,13 @@ pub enum Linear {
 }
 
 impl Linear {
-    /// A dense layer from an `(out, in)` tensor, converted to f32.
+    /// A dense layer from an `(out, in)` tensor. bf16/f16 weights stay in their type on the CPU
+    /// (half the memory and half the bytes per decode step; [`rowwise`] widens them exactly);
+    /// everything else is converted to f32.
     pub fn dense(weight: Tensor) -> Result<Self> {
+        if weight.device().is_cpu() && matches!(weight.dtype(), DType::BF16 | DType::F16) {
+            return Ok(Linear::Dense(weight.contiguous()?));
+        }
         Ok(Linear::Dense(weight.to_dtype(DType::F32)?))
     }
 
@@ -55,7 +59,12 @@ impl Linear {
             return Ok(Linear::Dense(weight.dequantize(&weight.device())?));
         }
         if DEQUANTIZE_AT_LOAD.contains(&weight.dtype()) {
-            return Ok(Linear::Dense(weight.dequantize(&weight.device())?));
+            let device = weight.device();
+            return Linear::dense(match weight.dtype() {
+                GgmlDType::F16 => weight.dequantize_f16(&device)?,
+                GgmlDType::BF16 => weight.dequantize(&device)?.to_dtype(DType::BF16)?, // exact
+                _ => weight.dequantize(&device)?,
+            });
         }
         Ok(Linear::Quantized {
             matmul: QMatMul::from_arc(weight)?,
@@ -82,7 +91,15 @@ impl Linear {
         let y = match self {
             Linear::Dense(w) => match rowwise::forward(x, w)? {
                 Some(y) => y,
-                None => x.matmul(&w.t()?)?,
+                // Prefill chunks: candle's f32 GEMM (half-precision weights widened per call).
+                None if w.dtype() == DType::F32 => x.matmul(&w.t()?)?,
+                None => {
+                    let wide = match rowwise::widen(w)? {
+                        Some(wide) => wide,
+                        None => w.to_dtype(DType::F32)?,
+                    };
+                    x.matmul(&wide.t()?)?
+                }
             },
             Linear::Q4_1(m) => {
                 let (n, _) = x.dims2()?;
@@ -98,7 +115,7 @@ impl Linear {
     /// Row lookup, for the embedding table: `ids (seq)` -> `(seq, in)`.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let rows = match self {
-            Linear::Dense(w) => w.index_select(ids, 0)?,
+            Linear::Dense(w) => w.index_select(ids, 0)?.to_dtype(DType::F32)?,
             Linear::Q4_1(m) => {
                 let (vocab, cols) = m.shape();
                 let list = ids.to_vec1::<u32>()?;

@@ -13,7 +13,8 @@
 //! a given machine (the FMA path is chosen once per process by CPU feature detection). The
 //! result is a new tensor outside candle's autograd graph: this is an inference path.
 
-use candle_core::{Storage, Tensor};
+use candle_core::{CpuStorage, Storage, Tensor};
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -27,8 +28,11 @@ const LANES: usize = 32;
 /// Weight rows per rayon task: large enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
 
-/// `x (rows, in)` times `w (out, in)` transposed -> `(rows, out)` f32, or `None` when the inputs
-/// are not CPU f32 matrices of the expected shapes (the caller then uses candle's matmul).
+/// `x (rows, in)` f32 times `w (out, in)` transposed -> `(rows, out)` f32, or `None` when the
+/// inputs are not CPU matrices of the expected shapes (the caller then uses candle's matmul).
+/// `w` may be f32, bf16 or f16: half-precision weights are widened to f32 exactly as they are
+/// read, so the result equals that of the same weights stored as f32, bit for bit, while half the
+/// bytes cross the memory bus.
 pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let (rows, in_features) = match x.dims() {
         &[r, i] => (r, i),
@@ -49,29 +53,20 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     }
     let x_data = x.flatten_all()?.to_vec1::<f32>()?; // (rows * in)
     let (storage, layout) = w.storage_and_layout();
-    let w_data = match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(cpu), Some((start, end))) => match cpu.as_slice::<f32>() {
-            Ok(all) => &all[start..end],
-            Err(_) => return Ok(None),
-        },
+    let (start, end) = match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(_), Some(range)) => range,
         _ => return Ok(None),
-    }; // (out * in)
-
+    };
+    let Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
     // Transposed output (out, rows): each task owns the rows of its block of weights.
-    let mut out_t = vec![0f32; out_features * rows];
-    let use_fma = fma_available();
-    out_t
-        .par_chunks_mut(ROWS_PER_TASK * rows)
-        .zip(w_data.par_chunks(ROWS_PER_TASK * in_features))
-        .for_each(|(out_block, w_block)| {
-            if use_fma {
-                block_fma(&x_data, in_features, w_block, out_block);
-            } else {
-                block(&x_data, in_features, w_block, out_block, |a, b, c| {
-                    a * b + c
-                });
-            }
-        });
+    let out_t = match cpu {
+        CpuStorage::F32(all) => products(&x_data, in_features, &all[start..end]),
+        CpuStorage::BF16(all) => products(&x_data, in_features, &all[start..end]),
+        CpuStorage::F16(all) => products(&x_data, in_features, &all[start..end]),
+        _ => return Ok(None),
+    };
     drop(storage);
 
     let mut out = vec![0f32; rows * out_features]; // (rows, out)
@@ -85,6 +80,106 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         (rows, out_features),
         x.device(),
     )?))
+}
+
+/// A bf16/f16 CPU matrix widened to f32 on all threads (candle's `to_dtype` uses one), for the
+/// prefill GEMM; `None` for other inputs.
+pub fn widen(w: &Tensor) -> Result<Option<Tensor>> {
+    let (storage, layout) = w.storage_and_layout();
+    let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        return Ok(None);
+    };
+    fn par_widen<W: Weight>(src: &[W]) -> Vec<f32> {
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(1 << 16)
+            .zip(src.par_chunks(1 << 16))
+            .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, s)| *o = s.to_f32()));
+        out
+    }
+    let values = match cpu {
+        CpuStorage::BF16(all) => par_widen(&all[start..end]),
+        CpuStorage::F16(all) => par_widen(&all[start..end]),
+        _ => return Ok(None),
+    };
+    drop(storage);
+    Ok(Some(Tensor::from_vec(values, w.dims(), w.device())?))
+}
+
+/// A weight element: f32, or a half-precision type widened exactly to f32.
+pub(crate) trait Weight: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+    /// Eight consecutive weights as f32 lanes.
+    ///
+    /// # Safety
+    /// `p..p + 8` must be readable, and the CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Weight for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees 8 readable f32.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl Weight for bf16 {
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 8 readable bf16 (16 bytes). bf16 is the high half of
+        // an f32: widen to 32 bits and shift.
+        unsafe {
+            let raw = _mm_loadu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
+        }
+    }
+}
+
+impl Weight for f16 {
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 8 readable f16 (16 bytes) and F16C.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+}
+
+/// All products, transposed: `out_t[j * rows + i] = dot(x_i, w_j)`, weight blocks spread over
+/// rayon's threads.
+fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
+    let rows = x.len() / in_features;
+    let out_features = w.len() / in_features;
+    let mut out_t = vec![0f32; out_features * rows];
+    let use_fma = fma_available();
+    out_t
+        .par_chunks_mut(ROWS_PER_TASK * rows)
+        .zip(w.par_chunks(ROWS_PER_TASK * in_features))
+        .for_each(|(out_block, w_block)| {
+            if use_fma {
+                block_fma(x, in_features, w_block, out_block);
+            } else {
+                let widened: Vec<f32> = w_block.iter().map(|v| v.to_f32()).collect();
+                block(x, in_features, &widened, out_block, |a, b, c| a * b + c);
+            }
+        });
+    out_t
 }
 
 /// `sum(a * b)` over the common length, with the same fixed lane split and reduction order as
@@ -101,7 +196,7 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
-    // SAFETY: only called when `fma_available()` saw AVX2 and FMA on this CPU.
+    // SAFETY: only called when `fma_available()` saw AVX2, FMA and F16C on this CPU.
     unsafe { avx2::dot1(a, b) }
 }
 
@@ -114,7 +209,9 @@ fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
 fn fma_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -123,14 +220,15 @@ fn fma_available() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn block_fma(x: &[f32], in_features: usize, w_block: &[f32], out_block: &mut [f32]) {
-    // SAFETY: only called when `fma_available()` saw AVX2 and FMA on this CPU.
+fn block_fma<W: Weight>(x: &[f32], in_features: usize, w_block: &[W], out_block: &mut [f32]) {
+    // SAFETY: only called when `fma_available()` saw AVX2, FMA and F16C on this CPU.
     unsafe { avx2::block(x, in_features, w_block, out_block) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn block_fma(x: &[f32], in_features: usize, w_block: &[f32], out_block: &mut [f32]) {
-    block(x, in_features, w_block, out_block, f32::mul_add);
+fn block_fma<W: Weight>(x: &[f32], in_features: usize, w_block: &[W], out_block: &mut [f32]) {
+    let widened: Vec<f32> = w_block.iter().map(|v| v.to_f32()).collect();
+    block(x, in_features, &widened, out_block, f32::mul_add);
 }
 
 /// The AVX2 + FMA path: explicit 8-lane vectors (LLVM does not vectorize the portable loop
@@ -141,11 +239,13 @@ fn block_fma(x: &[f32], in_features: usize, w_block: &[f32], out_block: &mut [f3
 mod avx2 {
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn block(
+    use super::Weight;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn block<W: Weight>(
         x: &[f32],
         in_features: usize,
-        w_block: &[f32],
+        w_block: &[W],
         out_block: &mut [f32],
     ) {
         let rows = x.len() / in_features;
@@ -169,7 +269,7 @@ mod avx2 {
     }
 
     /// Horizontal sum of the four accumulators in a fixed order.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn reduce(acc: [__m256; 4]) -> f32 {
         let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut l = [0f32; 8];
@@ -178,8 +278,8 @@ mod avx2 {
     }
 
     /// `sum(a * w)`; `a` and `w` have the same length.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot1(a: &[f32], w: &[f32]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot1<W: Weight>(a: &[f32], w: &[W]) -> f32 {
         let n = a.len().min(w.len());
         let full = n / 32 * 32;
         let (pa, pw) = (a.as_ptr(), w.as_ptr());
@@ -191,7 +291,7 @@ mod avx2 {
                 let (va, vw) = unsafe {
                     (
                         _mm256_loadu_ps(pa.add(o + 8 * r)),
-                        _mm256_loadu_ps(pw.add(o + 8 * r)),
+                        W::load8(pw.add(o + 8 * r)),
                     )
                 };
                 *reg = _mm256_fmadd_ps(va, vw, *reg);
@@ -200,14 +300,14 @@ mod avx2 {
         }
         let mut sum = reduce(acc);
         for (&va, &vw) in a[full..n].iter().zip(&w[full..n]) {
-            sum = va.mul_add(vw, sum);
+            sum = va.mul_add(vw.to_f32(), sum);
         }
         sum
     }
 
     /// `(dot1(a, w), dot1(b, w))` with one load of `w` for both; all three have one length.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot2(a: &[f32], b: &[f32], w: &[f32]) -> (f32, f32) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot2<W: Weight>(a: &[f32], b: &[f32], w: &[W]) -> (f32, f32) {
         let n = a.len().min(b.len()).min(w.len());
         let full = n / 32 * 32;
         let (pa, pb, pw) = (a.as_ptr(), b.as_ptr(), w.as_ptr());
@@ -221,7 +321,7 @@ mod avx2 {
                     (
                         _mm256_loadu_ps(pa.add(o + 8 * r)),
                         _mm256_loadu_ps(pb.add(o + 8 * r)),
-                        _mm256_loadu_ps(pw.add(o + 8 * r)),
+                        W::load8(pw.add(o + 8 * r)),
                     )
                 };
                 *ra = _mm256_fmadd_ps(va, vw, *ra);
@@ -231,6 +331,7 @@ mod avx2 {
         }
         let (mut sa, mut sb) = (reduce(acc_a), reduce(acc_b));
         for ((&va, &vb), &vw) in a[full..n].iter().zip(&b[full..n]).zip(&w[full..n]) {
+            let vw = vw.to_f32();
             sa = va.mul_add(vw, sa);
             sb = vb.mul_add(vw, sb);
         }
@@ -318,6 +419,22 @@ mod tests {
         let reference = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
         for (a, b) in all.iter().flatten().zip(reference.iter().flatten()) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        // Half-precision weights give exactly the products of the same values stored as f32.
+        for dtype in [candle_core::DType::BF16, candle_core::DType::F16] {
+            let half = w.to_dtype(dtype).unwrap();
+            let widened = half.to_dtype(candle_core::DType::F32).unwrap();
+            let got = forward(&x, &half)
+                .unwrap()
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let want = forward(&x, &widened)
+                .unwrap()
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert_eq!(got, want, "{dtype:?}");
         }
         let too_many = Tensor::zeros((MAX_ROWS + 1, inp), candle_core::DType::F32, &dev).unwrap();
         assert!(forward(&too_many, &w).unwrap().is_none());

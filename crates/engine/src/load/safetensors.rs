@@ -70,13 +70,14 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let q_out = config.num_heads * config.head_dim;
     let kv_out = config.num_kv_heads * config.head_dim;
     let inter = config.intermediate_size;
-    let embed_tokens =
-        Linear::dense(tensors.get("model.embed_tokens.weight", &[config.vocab_size, hidden])?)?;
+    let embed_tokens = Linear::dense(
+        tensors.get_native("model.embed_tokens.weight", &[config.vocab_size, hidden])?,
+    )?;
     let mut layers = Vec::with_capacity(config.num_layers);
     for i in 0..config.num_layers {
         let p = format!("model.layers.{i}");
         let mut linear = |name: String, shape: [usize; 2]| -> Result<Linear> {
-            Linear::dense(tensors.get(&name, &shape)?)
+            Linear::dense(tensors.get_native(&name, &shape)?)
         };
         layers.push(LayerWeights {
             q_proj: linear(format!("{p}.self_attn.q_proj.weight"), [q_out, hidden])?,
@@ -95,7 +96,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let lm_head = if config.tie_word_embeddings || !shards.contains("lm_head.weight") {
         embed_tokens.clone()
     } else {
-        Linear::dense(tensors.get("lm_head.weight", &[config.vocab_size, hidden])?)?
+        Linear::dense(tensors.get_native("lm_head.weight", &[config.vocab_size, hidden])?)?
     };
     Ok(LoadedModel {
         config,
@@ -172,8 +173,9 @@ pub(crate) struct TensorSource<'a> {
 }
 
 impl TensorSource<'_> {
-    /// Tensor `name`, checked against `expected` shape, as f32 on the device.
-    pub(crate) fn get(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
+    /// Tensor `name`, checked against `expected` shape, on the device in its stored type
+    /// (bf16, f16 or f32).
+    pub(crate) fn get_native(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
         let Some(&file_idx) = self.shards.location.get(name) else {
             let path = match self.shards.files.as_slice() {
                 [(path, _)] => path.clone(),
@@ -218,8 +220,17 @@ impl TensorSource<'_> {
                 })
             }
         };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), self.device)?;
-        Ok(t.to_dtype(DType::F32)?)
+        Ok(Tensor::from_raw_buffer(
+            view.data(),
+            dtype,
+            view.shape(),
+            self.device,
+        )?)
+    }
+
+    /// Like [`Self::get_native`], converted to f32.
+    pub(crate) fn get(&mut self, name: &str, expected: &[usize]) -> Result<Tensor> {
+        Ok(self.get_native(name, expected)?.to_dtype(DType::F32)?)
     }
 }
 
