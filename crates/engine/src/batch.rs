@@ -21,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::generate::{validate_request, GenerateOptions, Generation, Sequence, StepObserver};
 use crate::kv_cache::KvCache;
 use crate::model::Llama;
+use crate::prefix::PrefixKv;
 use crate::rowwise;
 use crate::tokenizer::Tokenizer;
 
@@ -34,6 +35,19 @@ pub fn generate_batch(
     prompts: &[Vec<u32>],
     opts: &[GenerateOptions],
     observers: &mut [&mut dyn StepObserver],
+) -> Result<Vec<Generation>> {
+    generate_batch_with_prefix(model, tokenizer, prompts, opts, observers, None)
+}
+
+/// [`generate_batch`], with each prompt's first positions taken from `prefix` when it covers
+/// that prompt (as [`crate::generate::generate_with_prefix`] does for one).
+pub fn generate_batch_with_prefix(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    opts: &[GenerateOptions],
+    observers: &mut [&mut dyn StepObserver],
+    prefix: Option<&PrefixKv>,
 ) -> Result<Vec<Generation>> {
     let n = prompts.len();
     if opts.len() != 1 && opts.len() != n {
@@ -62,7 +76,7 @@ pub fn generate_batch(
     let mut seqs = Vec::with_capacity(n);
     let mut active = Vec::with_capacity(n); // indices of unfinished sequences, ascending
     for (i, (prompt, cache)) in prompts.iter().zip(caches.iter_mut()).enumerate() {
-        let mut seq = Sequence::prefill(model, cache, prompt, opts_of(i))?;
+        let mut seq = Sequence::prefill(model, cache, prompt, opts_of(i), prefix)?;
         if !seq.accept(tokenizer, &mut *observers[i])? {
             active.push(i);
         }

@@ -6,13 +6,15 @@
 //! evaluation feeds raw text (REFERENCE.md, "Prompt").
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::batch::generate_batch;
+use crate::batch::generate_batch_with_prefix;
 use crate::device::{select_device, DeviceChoice};
 use crate::error::Result;
-use crate::generate::{generate, GenerateOptions, Generation, StepObserver};
+use crate::generate::{generate_with_prefix, GenerateOptions, Generation, StepObserver};
 use crate::load::{load_path, ModelFormat};
 use crate::model::Llama;
+use crate::prefix::PrefixKv;
 use crate::tokenizer::Tokenizer;
 
 /// How to load a model.
@@ -28,6 +30,8 @@ pub struct Engine {
     tokenizer: Tokenizer,
     format: ModelFormat,
     path: PathBuf,
+    /// Cache entries of a prompt prefix shared by every request (see [`Engine::set_prefix`]).
+    prefix: Option<Arc<PrefixKv>>,
 }
 
 impl Engine {
@@ -41,7 +45,33 @@ impl Engine {
             tokenizer: loaded.tokenizer,
             format,
             path: path.to_path_buf(),
+            prefix: None,
         })
+    }
+
+    /// Compute the cache entries of `text` (encoded with BOS, as prompts are) once; every later
+    /// prompt whose tokens start with these and go on after them reuses them instead of
+    /// recomputing them (e.g. GuardReasoner's instruction). Returns the prefix's token count.
+    pub fn set_prefix(&mut self, text: &str) -> Result<usize> {
+        let tokens = self.tokenizer.encode(text, true)?;
+        let prefix = PrefixKv::compute(
+            &self.model,
+            tokens,
+            GenerateOptions::default().prefill_chunk,
+        )?;
+        let len = prefix.len();
+        self.prefix = Some(Arc::new(prefix));
+        Ok(len)
+    }
+
+    /// The registered prefix, if any.
+    pub fn prefix(&self) -> Option<&PrefixKv> {
+        self.prefix.as_deref()
+    }
+
+    /// Forget the registered prefix.
+    pub fn clear_prefix(&mut self) {
+        self.prefix = None;
     }
 
     pub fn model(&self) -> &Llama {
@@ -81,13 +111,14 @@ impl Engine {
     ) -> Result<Generation> {
         let capacity = prompt.len() + opts.max_new_tokens.max(1);
         let mut cache = self.model.new_cache(capacity)?;
-        generate(
+        generate_with_prefix(
             &self.model,
             &self.tokenizer,
             &mut cache,
             prompt,
             opts,
             observer,
+            self.prefix(),
         )
     }
 
@@ -113,6 +144,13 @@ impl Engine {
         opts: &[GenerateOptions],
         observers: &mut [&mut dyn StepObserver],
     ) -> Result<Vec<Generation>> {
-        generate_batch(&self.model, &self.tokenizer, prompts, opts, observers)
+        generate_batch_with_prefix(
+            &self.model,
+            &self.tokenizer,
+            prompts,
+            opts,
+            observers,
+            self.prefix(),
+        )
     }
 }

@@ -18,6 +18,7 @@ use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::lookup::{draft, PromptLookup};
 use crate::model::Llama;
+use crate::prefix::{prefill_range, PrefixKv};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// How the next token is chosen from the logits.
@@ -283,7 +284,20 @@ pub fn generate(
     opts: &GenerateOptions,
     observer: &mut dyn StepObserver,
 ) -> Result<Generation> {
-    let mut seq = Sequence::prefill(model, cache, prompt, opts)?;
+    generate_with_prefix(model, tokenizer, cache, prompt, opts, observer, None)
+}
+
+/// [`generate`], with the first positions taken from `prefix` when it covers the prompt.
+pub fn generate_with_prefix(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    observer: &mut dyn StepObserver,
+    prefix: Option<&PrefixKv>,
+) -> Result<Generation> {
+    let mut seq = Sequence::prefill(model, cache, prompt, opts, prefix)?;
     let mut done = seq.accept(tokenizer, observer)?;
     // Verification rows equal one-token steps bit for bit only with the CPU's decode-sized
     // kernels (`rowwise`, `attention`, `q4_1`); elsewhere drafting could change the output.
@@ -384,23 +398,25 @@ pub(crate) struct Sequence<'o> {
 
 impl<'o> Sequence<'o> {
     /// Validate the request, clear `cache` and run the prompt through it chunk by chunk.
+    /// A `prefix` that covers the prompt provides its first positions (see [`PrefixKv`]).
     pub(crate) fn prefill(
         model: &Llama,
         cache: &mut KvCache,
         prompt: &[u32],
         opts: &'o GenerateOptions,
+        prefix: Option<&PrefixKv>,
     ) -> Result<Self> {
         validate_request(prompt, opts, cache.capacity())?;
         cache.clear();
         let start = Instant::now();
-        let chunk = opts.prefill_chunk.max(1);
-        let mut logits = Vec::new();
-        for (i, piece) in prompt.chunks(chunk).enumerate() {
-            let hidden = model.forward_hidden(piece, cache, i * chunk)?; // (piece, hidden)
-            if (i + 1) * chunk >= prompt.len() {
-                logits = model.last_position_logits(&hidden)?; // (vocab)
+        let from = match prefix {
+            Some(p) if p.covers(prompt) > 0 => {
+                p.restore(cache)?;
+                p.len()
             }
-        }
+            _ => 0,
+        };
+        let logits = prefill_range(model, cache, prompt, from, opts.prefill_chunk)?;
         Ok(Self {
             opts,
             prompt_len: prompt.len(),

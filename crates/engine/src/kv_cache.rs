@@ -118,6 +118,22 @@ impl KvCache {
         Some(f(k, v))
     }
 
+    /// Replace this cache's contents with positions `0..len` of `src` (same model).
+    pub(crate) fn copy_prefix_from(&mut self, src: &KvCache, len: usize) -> Result<()> {
+        if len > src.len || len > self.capacity || src.layers.len() != self.layers.len() {
+            return Err(EngineError::CacheFull {
+                capacity: self.capacity.min(src.len),
+                needed: len,
+            });
+        }
+        for ((k, v), (src_k, src_v)) in self.layers.iter().zip(&src.layers) {
+            k.slice_set(&src_k.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+            v.slice_set(&src_v.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Record that positions `0..len` are valid (after all layers were written).
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;

@@ -30,25 +30,27 @@ pub mod linear;
 pub mod load;
 pub mod lookup;
 pub mod model;
+pub mod prefix;
 pub mod q4_1;
 pub mod rope;
 pub mod rowwise;
 pub mod tokenizer;
 
-pub use batch::generate_batch;
+pub use batch::{generate_batch, generate_batch_with_prefix};
 pub use config::{LlamaConfig, RopeScaling, SpecialTokens};
 pub use device::{select_device, DeviceChoice};
 pub use engine::{Engine, LoadOptions};
 pub use error::{EngineError, Result};
 pub use export::{quantize_hf_dir, QuantType, QuantizeSummary};
 pub use generate::{
-    argmax, candidate_probs, generate, log_softmax, sample, GenerateOptions, Generation,
-    NoObserver, SamplingParams, Step, StepControl, StepObserver, StopReason, Timings,
+    argmax, candidate_probs, generate, generate_with_prefix, log_softmax, sample, GenerateOptions,
+    Generation, NoObserver, SamplingParams, Step, StepControl, StepObserver, StopReason, Timings,
 };
 pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use load::{load_path, LoadedModel, ModelFormat};
 pub use lookup::PromptLookup;
 pub use model::{Llama, LlamaWeights};
+pub use prefix::PrefixKv;
 pub use rope::RopeLayout;
 pub use tokenizer::{StreamDecoder, Tokenizer};

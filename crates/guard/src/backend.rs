@@ -11,7 +11,7 @@ use guardreasoner_engine::{
     candidate_probs, Engine, GenerateOptions, Generation, SamplingParams, Step, StepControl,
     StepObserver, StopReason,
 };
-use guardreasoner_protocol::{HarmLabel, Label, RefusalLabel};
+use guardreasoner_protocol::{prompt_prefix, HarmLabel, Label, PromptFormat, RefusalLabel};
 use serde::Serialize;
 use std::sync::Mutex;
 
@@ -150,8 +150,14 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    pub fn new(engine: Engine) -> Result<Self> {
+    /// Wrap a loaded engine. Unless the engine already has a prefix, the instruction part of the
+    /// raw guard prompt (the evaluation format) is registered as its prefix, so every request
+    /// reuses its cache entries instead of recomputing them.
+    pub fn new(mut engine: Engine) -> Result<Self> {
         let labels = LabelTokens::new(&engine)?;
+        if engine.prefix().is_none() {
+            engine.set_prefix(&prompt_prefix(PromptFormat::Raw))?;
+        }
         Ok(LocalBackend { engine, labels })
     }
 

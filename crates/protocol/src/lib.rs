@@ -17,5 +17,5 @@ pub mod verdict;
 
 pub use label::{HarmLabel, Label, RefusalLabel, Task};
 pub use parse::{answer_label_offsets, parse_answers, parse_verdict, Answers};
-pub use prompt::{GuardInput, PromptFormat, INSTRUCTION};
+pub use prompt::{prompt_prefix, GuardInput, PromptFormat, INSTRUCTION};
 pub use verdict::{ParseIssue, ReasoningStep, TaskReasoning, Verdict};

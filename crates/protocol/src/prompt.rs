@@ -20,6 +20,18 @@ const USER_HEADER: &str = "Human user:\n";
 const ASSISTANT_HEADER: &str = "\n\nAI assistant:\n";
 const BLOCK_END: &str = "\n\n";
 
+/// The text every prompt of `format` starts with, whatever the input: the instruction and the
+/// user header (the part worth caching; see the engine's prefix cache).
+pub fn prompt_prefix(format: PromptFormat) -> String {
+    let user = format!("{INSTRUCTION}\n{USER_HEADER}");
+    match format {
+        PromptFormat::Raw => user,
+        PromptFormat::Llama3Chat => {
+            format!("<|start_header_id|>user<|end_header_id|>\n\n{user}")
+        }
+    }
+}
+
 /// How the instruction and input block are put in front of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -151,6 +163,16 @@ mod tests {
             chat,
             format!("<|start_header_id|>user<|end_header_id|>\n\n{raw}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
         );
+    }
+
+    #[test]
+    fn every_prompt_starts_with_the_prefix() {
+        for format in [PromptFormat::Raw, PromptFormat::Llama3Chat] {
+            for (prompt, response) in [("x", None), ("\n lead", Some("r"))] {
+                let input = GuardInput::new(prompt, response.map(String::from));
+                assert!(input.render(format).starts_with(&prompt_prefix(format)));
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! Prefix KV cache: the keys and values of a fixed leading part of every prompt, computed once.
+//!
+//! Every GuardReasoner prompt starts with the same instruction (about 100 tokens). A
+//! [`PrefixKv`] holds that part's tokens and their cache entries; a prompt that starts with
+//! those tokens (and goes on after them) copies the entries instead of recomputing them, and
+//! its prefill starts where they end. A registered prefix is used for every prompt it covers,
+//! so whether a prompt's prefill starts at 0 or at the prefix is a property of the prompt
+//! alone, never of what ran before (results never depend on cache state). Copied entries are
+//! the computed ones bit for bit (`tests/prefix.rs`).
+
+use crate::error::{EngineError, Result};
+use crate::kv_cache::KvCache;
+use crate::model::Llama;
+
+/// A prompt prefix with its computed cache entries.
+#[derive(Debug)]
+pub struct PrefixKv {
+    tokens: Vec<u32>,
+    cache: KvCache,
+}
+
+impl PrefixKv {
+    /// Run `tokens` (BOS included, as prompts are encoded) through `model` in chunks of
+    /// `chunk` and keep their cache entries.
+    pub fn compute(model: &Llama, tokens: Vec<u32>, chunk: usize) -> Result<Self> {
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidRequest {
+                field: "prefix".into(),
+                problem: "empty".into(),
+            });
+        }
+        let mut cache = model.new_cache(tokens.len())?;
+        prefill_range(model, &mut cache, &tokens, 0, chunk)?;
+        Ok(Self { tokens, cache })
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// How many leading tokens of `prompt` this prefix provides: all of them when the prompt
+    /// starts with the prefix and goes on after it, else 0.
+    pub fn covers(&self, prompt: &[u32]) -> usize {
+        if prompt.len() > self.tokens.len() && prompt.starts_with(&self.tokens) {
+            self.tokens.len()
+        } else {
+            0
+        }
+    }
+
+    /// Copy the entries into the start of `cache` (cleared first).
+    pub(crate) fn restore(&self, cache: &mut KvCache) -> Result<()> {
+        cache.copy_prefix_from(&self.cache, self.tokens.len())
+    }
+}
+
+/// Run `prompt[from..]` at positions `from..` in chunks of `chunk` (positions before `from`
+/// already in `cache`); returns the last position's logits.
+pub(crate) fn prefill_range(
+    model: &Llama,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    from: usize,
+    chunk: usize,
+) -> Result<Vec<f32>> {
+    let chunk = chunk.max(1);
+    let mut logits = Vec::new();
+    let mut start = from;
+    while start < prompt.len() {
+        let end = (start + chunk).min(prompt.len());
+        let hidden = model.forward_hidden(&prompt[start..end], cache, start)?; // (piece, hidden)
+        if end == prompt.len() {
+            logits = model.last_position_logits(&hidden)?; // (vocab)
+        }
+        start = end;
+    }
+    Ok(logits)
+}
