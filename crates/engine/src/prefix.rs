@@ -56,8 +56,8 @@ impl PrefixKv {
         }
     }
 
-    /// Copy the entries into the start of `cache` (cleared first).
-    pub(crate) fn restore(&self, cache: &mut KvCache) -> Result<()> {
+    /// Copy the entries into the start of `cache` (replacing what it held).
+    pub fn restore(&self, cache: &mut KvCache) -> Result<()> {
         cache.copy_prefix_from(&self.cache, self.tokens.len())
     }
 }
