@@ -21,6 +21,10 @@ use crate::tokenizer::Tokenizer;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     pub device: DeviceChoice,
+    /// Compute Q4_1 weights dequantized to f32 instead of with llama.cpp's Q4_1 x Q8_1
+    /// arithmetic: the exact weights, without 8-bit activation rounding (a verification aid:
+    /// it makes a Q4_1 file comparable with a dequantized reference; 7x the memory).
+    pub dequantize_q4_1: bool,
 }
 
 /// A model ready to generate, with its tokenizer.
@@ -39,7 +43,12 @@ impl Engine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
         let device = select_device(opts.device)?;
         let (format, loaded) = load_path(path, &device)?;
-        let model = Llama::new(loaded.config, loaded.weights, &device)?;
+        let weights = if opts.dequantize_q4_1 {
+            loaded.weights.dequantize_q4_1()?
+        } else {
+            loaded.weights
+        };
+        let model = Llama::new(loaded.config, weights, &device)?;
         Ok(Self {
             model,
             tokenizer: loaded.tokenizer,

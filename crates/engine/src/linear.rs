@@ -72,6 +72,24 @@ impl Linear {
         })
     }
 
+    /// This layer with Q4_1 weights dequantized to dense f32 (exact weights, no activation
+    /// rounding); other layers unchanged.
+    pub fn dequantize_q4_1(self) -> Result<Self> {
+        let Linear::Q4_1(m) = &self else {
+            return Ok(self);
+        };
+        let (rows, cols) = m.shape();
+        let mut values = vec![0f32; rows * cols];
+        for (r, out) in values.chunks_exact_mut(cols).enumerate() {
+            m.dequantize_row(r, out);
+        }
+        Ok(Linear::Dense(Tensor::from_vec(
+            values,
+            (rows, cols),
+            &candle_core::Device::Cpu,
+        )?))
+    }
+
     /// `(out_features, in_features)`.
     pub fn shape(&self) -> (usize, usize) {
         match self {

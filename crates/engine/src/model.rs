@@ -76,6 +76,34 @@ pub struct LlamaWeights {
     pub rope_layout: RopeLayout,
 }
 
+impl LlamaWeights {
+    /// Every Q4_1 weight dequantized to f32 (see [`Linear::dequantize_q4_1`]).
+    pub fn dequantize_q4_1(self) -> Result<Self> {
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(LayerWeights {
+                    q_proj: l.q_proj.dequantize_q4_1()?,
+                    k_proj: l.k_proj.dequantize_q4_1()?,
+                    v_proj: l.v_proj.dequantize_q4_1()?,
+                    o_proj: l.o_proj.dequantize_q4_1()?,
+                    gate_proj: l.gate_proj.dequantize_q4_1()?,
+                    up_proj: l.up_proj.dequantize_q4_1()?,
+                    down_proj: l.down_proj.dequantize_q4_1()?,
+                    ..l
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens: self.embed_tokens.dequantize_q4_1()?,
+            lm_head: self.lm_head.dequantize_q4_1()?,
+            layers,
+            ..self
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 struct DecoderLayer {
     input_layernorm: RmsNorm,

@@ -11,7 +11,9 @@
 //! dequantized to F32, the "F32 twin", by ~1.7). So against llama.cpp on the Q4_1 file we
 //! require logits within `QUANT_TOL`, the same top-1 wherever llama.cpp's top-2 margin is at
 //! least `NEAR_TIE`, and the greedy continuation to agree until llama.cpp's first step with a
-//! margin below `NEAR_TIE`; the F32 twin is reported, and bounded by the same tolerance.
+//! margin below `NEAR_TIE`. Loaded with `dequantize_q4_1` (exact weights) the engine is like for
+//! like with the F32 twin, and must match it closely (`TWIN_TOL`, every top-1, the 200-token
+//! continuation).
 
 mod common;
 
@@ -32,6 +34,21 @@ fn engine() -> Option<&'static Engine> {
     let path = common::asset(MODEL)?;
     Some(ENGINE.get_or_init(|| Engine::load(&path, &common::load_options()).unwrap()))
 }
+
+/// The same file with Q4_1 computed dequantized (`LoadOptions::dequantize_q4_1`): like for like
+/// with llama.cpp's F32 twin.
+fn exact_engine() -> Option<&'static Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    let path = common::asset(MODEL)?;
+    let opts = guardreasoner_engine::LoadOptions {
+        dequantize_q4_1: true,
+        ..common::load_options()
+    };
+    Some(ENGINE.get_or_init(|| Engine::load(&path, &opts).unwrap()))
+}
+
+/// Max abs logit difference of the dequantized engine against llama.cpp on the F32 twin.
+const TWIN_TOL: f32 = 0.02;
 
 fn golden() -> serde_json::Value {
     common::read_json(&common::fixtures().join("smollm2_golden.json"))
@@ -185,6 +202,37 @@ fn continue_greedy(engine: &Engine, prompt: &[u32], steps: usize) -> Vec<u32> {
         next = argmax(&model.last_position_logits(&hidden).unwrap());
     }
     out
+}
+
+/// With exact weights the whole pipeline (attention, RoPE, norms, the Q8_0 output layer) on
+/// real weights agrees with llama.cpp's F32 twin: logits within `TWIN_TOL` at every position, the
+/// same top-1 everywhere, and the same 200-token greedy continuation.
+#[test]
+fn dequantized_weights_match_llama_cpp_on_the_f32_twin() {
+    let Some(engine) = exact_engine() else { return };
+    let golden = golden();
+    let ids = common::ids(&golden["guard_prompt"]["ids"]);
+    let logits = guard_logits(engine, &ids);
+    let twin = compare_topk(&logits, "smollm2_f32");
+    println!(
+        "dequantized Q4_1 vs llama.cpp's F32 twin: max abs diff (top-8 logits) {:.5}, top-1 {}/{}",
+        twin.max_diff,
+        twin.top1_agree,
+        ids.len()
+    );
+    assert!(twin.max_diff < TWIN_TOL, "{} >= {TWIN_TOL}", twin.max_diff);
+    assert_eq!(
+        twin.top1_agree,
+        ids.len(),
+        "top-1 differs from the F32 twin"
+    );
+    let want = common::ids(&golden["f32_twin_continuation"]);
+    let ours = continue_greedy(engine, &ids, want.len());
+    let first_diff = ours.iter().zip(&want).position(|(a, b)| a != b);
+    assert_eq!(
+        first_diff, None,
+        "greedy continuation diverges from llama.cpp's F32 twin at step {first_diff:?}"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ fn smollm2_backend() -> Option<Arc<LocalBackend>> {
         &path,
         &LoadOptions {
             device: DeviceChoice::Cpu,
+            ..LoadOptions::default()
         },
     )
     .unwrap();

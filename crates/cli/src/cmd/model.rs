@@ -149,6 +149,12 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
             }
         }
     })?;
-    let engine = Engine::load(&path, &LoadOptions { device })?;
+    let engine = Engine::load(
+        &path,
+        &LoadOptions {
+            device,
+            ..LoadOptions::default()
+        },
+    )?;
     Ok(Box::new(LocalBackend::new(engine)?))
 }

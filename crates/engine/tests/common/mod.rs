@@ -27,7 +27,10 @@ pub fn load_options() -> guardreasoner_engine::LoadOptions {
             _ => panic!("GUARDREASONER_TEST_DEVICE={other}: expected cpu, cuda or cuda:N"),
         },
     };
-    guardreasoner_engine::LoadOptions { device }
+    guardreasoner_engine::LoadOptions {
+        device,
+        ..Default::default()
+    }
 }
 
 /// Whether the tests run on the CPU, where decode-sized passes are bit-for-bit independent of
