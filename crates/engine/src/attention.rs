@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use crate::rowwise::dot_f32;
+use crate::rowwise::dots_f32;
 
 /// Sizes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -78,11 +78,11 @@ fn one_row(
     scale: f32,
     out: &mut [f32],
 ) {
-    let mut scores: Vec<f32> = keys
-        .chunks_exact(hd)
-        .take(visible)
-        .map(|key| dot_f32(query, key) * scale)
-        .collect();
+    let mut scores = vec![0f32; visible];
+    dots_f32(query, &keys[..visible * hd], &mut scores);
+    for s in scores.iter_mut() {
+        *s *= scale;
+    }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0f32;
     for s in scores.iter_mut() {

@@ -194,6 +194,24 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// `out[j] = dot_f32(a, rows[j * a.len()..][..a.len()])` for each row of `rows` (as many as
+/// `out` holds): the same products as [`dot_f32`], in one call (no per-row dispatch).
+pub(crate) fn dots_f32(a: &[f32], rows: &[f32], out: &mut [f32]) {
+    let n = a.len();
+    assert!(rows.len() >= out.len() * n, "fewer rows than outputs");
+    if fma_available() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: `fma_available()` saw AVX2, FMA and F16C on this CPU.
+            unsafe { avx2::dots(a, rows, out) };
+            return;
+        }
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(n)) {
+        *o = dot_f32(a, row);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
     // SAFETY: only called when `fma_available()` saw AVX2, FMA and F16C on this CPU.
@@ -275,6 +293,15 @@ mod avx2 {
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), s);
         ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+    }
+
+    /// [`super::dots_f32`] on this CPU.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dots(a: &[f32], rows: &[f32], out: &mut [f32]) {
+        for (o, row) in out.iter_mut().zip(rows.chunks_exact(a.len())) {
+            // SAFETY: same CPU features as this function.
+            *o = unsafe { dot1(a, row) };
+        }
     }
 
     /// `sum(a * w)`; `a` and `w` have the same length.
