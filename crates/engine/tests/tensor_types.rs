@@ -1,6 +1,8 @@
-//! GGUF tensor types beyond those our quantizer writes, on real files: the tiny fixture model
-//! converted to BF16, Q4_0 and Q4_1 by gguf-py (`scripts/engine/make_tiny_types_golden.py`),
-//! against llama.cpp's logits and greedy continuation on the same files.
+//! GGUF tensor types on files other tools wrote, against llama.cpp's logits and greedy
+//! continuation on the same files: the tiny fixture model converted to BF16, Q4_0 and Q4_1 by
+//! gguf-py (`scripts/engine/make_tiny_types_golden.py`), and a small random model 256 wide
+//! quantized by llama.cpp itself to Q4_K_M and Q5_K_M, so Q4_K, Q5_K and Q6_K tensors exactly as
+//! llama.cpp writes them (`scripts/engine/make_kquant_golden.py`).
 //!
 //! Tolerance: llama.cpp rounds activations before these products (to BF16 for BF16 weights, to
 //! 8 bits per block for Q4_0 and Q4_1), which moves its logits by `activation_noise` against
@@ -18,10 +20,14 @@ use guardreasoner_engine::{argmax, Engine, GenerateOptions, NoObserver};
 /// `tol` is the largest allowed max abs logit difference; `None` means llama.cpp's own
 /// activation noise on this file.
 fn check(name: &str, tol: Option<f32>) {
-    let golden = common::read_json(&common::fixtures().join("tiny_llama_types_golden.json"));
+    check_file("tiny_llama_types_golden.json", "tiny-llama", name, tol);
+}
+
+fn check_file(golden: &str, model: &str, name: &str, tol: Option<f32>) {
+    let golden = common::read_json(&common::fixtures().join(golden));
     let g = &golden["types"][name];
     let engine = Engine::load(
-        &common::fixtures().join(format!("tiny-llama-{name}.gguf")),
+        &common::fixtures().join(format!("{model}-{name}.gguf")),
         &common::load_options(),
     )
     .unwrap();
@@ -118,4 +124,40 @@ fn q4_0_matches_llama_cpp() {
 fn q4_1_matches_llama_cpp_arithmetic() {
     // Off the CPU Q4_1 is computed dequantized (the llama.cpp-arithmetic kernel is CPU code).
     check("q4_1", common::on_cpu().then_some(1e-4));
+}
+
+/// The K-quant files hold the types they are meant to test.
+fn assert_types(name: &str, wanted: &[&str]) {
+    let golden = common::read_json(&common::fixtures().join("wide_llama_kquant_golden.json"));
+    let types: Vec<&str> = golden["types"][name]["tensor_types"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for w in wanted {
+        assert!(types.contains(w), "{name}: no {w} tensor in {types:?}");
+    }
+}
+
+#[test]
+fn llama_cpp_q4_k_m_file_matches_llama_cpp() {
+    assert_types("q4_k_m", &["Q4_K", "Q6_K"]);
+    check_file(
+        "wide_llama_kquant_golden.json",
+        "wide-llama",
+        "q4_k_m",
+        None,
+    );
+}
+
+#[test]
+fn llama_cpp_q5_k_m_file_matches_llama_cpp() {
+    assert_types("q5_k_m", &["Q5_K", "Q6_K"]);
+    check_file(
+        "wide_llama_kquant_golden.json",
+        "wide-llama",
+        "q5_k_m",
+        None,
+    );
 }
