@@ -19,7 +19,7 @@ JOBS=${JOBS:-2}
 OUT=${GPU_OUT:-$REPO/.gpu}
 STEP=${1:-all}
 # Engine integration tests that run on the GPU (GUARDREASONER_TEST_DEVICE=cuda).
-TESTS="tiny_model batch quantize tensor_types speculative"
+TESTS="tiny_model batch quantize tensor_types speculative prefix"
 
 # CUDA 13.0 component wheels (the versions that go with the 13.0 toolkit / driver >= 580).
 WHEELS=(

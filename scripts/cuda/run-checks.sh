@@ -9,7 +9,7 @@ set -u
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 GPU_DIR=$REPO/.gpu
-TESTS="tiny_model batch quantize tensor_types speculative"
+TESTS="tiny_model batch quantize tensor_types speculative prefix"
 cd "$REPO" || exit 1
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}
 declare -a SUMMARY=()
