@@ -60,9 +60,13 @@ impl Linear {
         }
         if DEQUANTIZE_AT_LOAD.contains(&weight.dtype()) {
             let device = weight.device();
+            // Half precision stays half precision on the CPU (candle's CUDA backend has no
+            // f16 -> f16 dequantize; off the CPU `dense` makes f32 anyway).
             return Linear::dense(match weight.dtype() {
-                GgmlDType::F16 => weight.dequantize_f16(&device)?,
-                GgmlDType::BF16 => weight.dequantize(&device)?.to_dtype(DType::BF16)?, // exact
+                GgmlDType::F16 if device.is_cpu() => weight.dequantize_f16(&device)?,
+                GgmlDType::BF16 if device.is_cpu() => {
+                    weight.dequantize(&device)?.to_dtype(DType::BF16)? // exact
+                }
                 _ => weight.dequantize(&device)?,
             });
         }

@@ -60,7 +60,9 @@ fn check_file(golden: &str, model: &str, name: &str, tol: Option<f32>) {
         .filter(|(row, &t)| argmax(row) == t)
         .count();
     let noise = g["activation_noise"].as_f64().unwrap() as f32;
-    let tol = tol.unwrap_or(noise);
+    // On a GPU candle's kernels round activations their own way (Q8_1, as llama.cpp's CUDA
+    // backend), not as llama.cpp's CPU run did: allow twice that run's noise there.
+    let tol = tol.unwrap_or(if common::on_cpu() { noise } else { 2.0 * noise });
     println!(
         "{name}: max abs logit diff vs llama.cpp {max_diff:.3e} (tolerance {tol:.3e}, llama.cpp's \
          activation noise {noise:.4}), top-1 {agree}/{}",
