@@ -101,18 +101,7 @@ fn one_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::test_support::random;
 
     /// Plain f64 attention, the reference.
     fn reference(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape, start: usize) -> Vec<f32> {

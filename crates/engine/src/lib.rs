@@ -34,6 +34,8 @@ pub mod prefix;
 pub mod q4_1;
 pub mod rope;
 pub mod rowwise;
+#[cfg(test)]
+mod test_support;
 pub mod tokenizer;
 
 pub use batch::{generate_batch, generate_batch_with_prefix};

@@ -265,18 +265,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::test_support::random;
 
     /// Random Q4_1 bytes: f16 scales in a plausible range, any nibbles.
     fn random_q4_1(rows: usize, cols: usize, seed: u32) -> Vec<u8> {

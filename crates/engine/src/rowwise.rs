@@ -417,19 +417,8 @@ fn dot(a: &[f32], b: &[f32], fmadd: impl Fn(f32, f32, f32) -> f32 + Copy) -> f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::random;
     use candle_core::Device;
-
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
 
     #[test]
     fn rows_alone_equal_rows_in_a_batch_and_match_candle() {

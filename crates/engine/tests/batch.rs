@@ -5,18 +5,9 @@
 
 mod common;
 
-use guardreasoner_engine::{Engine, GenerateOptions, Generation, Step, StepControl, StepObserver};
+use guardreasoner_engine::{Engine, GenerateOptions, Generation, StepObserver};
 
-/// Records the logits row of every step.
-#[derive(Default)]
-struct Logits(Vec<Vec<f32>>);
-
-impl StepObserver for Logits {
-    fn on_step(&mut self, step: &Step<'_>) -> StepControl {
-        self.0.push(step.logits.to_vec());
-        StepControl::Continue
-    }
-}
+use common::Logits;
 
 fn greedy(max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions {

@@ -5,19 +5,9 @@
 
 mod common;
 
-use guardreasoner_engine::{
-    argmax, Engine, GenerateOptions, Generation, PrefixKv, Step, StepControl, StepObserver,
-};
+use guardreasoner_engine::{argmax, Engine, GenerateOptions, Generation, PrefixKv, StepObserver};
 
-#[derive(Default)]
-struct Logits(Vec<Vec<f32>>);
-
-impl StepObserver for Logits {
-    fn on_step(&mut self, step: &Step<'_>) -> StepControl {
-        self.0.push(step.logits.to_vec());
-        StepControl::Continue
-    }
-}
+use common::Logits;
 
 fn tiny() -> Engine {
     Engine::load(

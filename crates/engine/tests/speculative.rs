@@ -6,20 +6,9 @@
 
 mod common;
 
-use guardreasoner_engine::{
-    Engine, GenerateOptions, Generation, PromptLookup, SamplingParams, Step, StepControl,
-    StepObserver,
-};
+use guardreasoner_engine::{Engine, GenerateOptions, Generation, PromptLookup, SamplingParams};
 
-#[derive(Default)]
-struct Logits(Vec<Vec<f32>>);
-
-impl StepObserver for Logits {
-    fn on_step(&mut self, step: &Step<'_>) -> StepControl {
-        self.0.push(step.logits.to_vec());
-        StepControl::Continue
-    }
-}
+use common::Logits;
 
 /// Speculation is a CPU feature (its guarantee rests on the CPU's decode-sized kernels).
 fn skip_off_cpu() -> bool {

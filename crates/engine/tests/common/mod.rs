@@ -33,6 +33,20 @@ pub fn load_options() -> guardreasoner_engine::LoadOptions {
     }
 }
 
+/// A step observer that records the logits row of every step.
+#[derive(Default)]
+pub struct Logits(pub Vec<Vec<f32>>);
+
+impl guardreasoner_engine::StepObserver for Logits {
+    fn on_step(
+        &mut self,
+        step: &guardreasoner_engine::Step<'_>,
+    ) -> guardreasoner_engine::StepControl {
+        self.0.push(step.logits.to_vec());
+        guardreasoner_engine::StepControl::Continue
+    }
+}
+
 /// Whether the tests run on the CPU, where decode-sized passes are bit-for-bit independent of
 /// their batch (on a GPU, cuBLAS may pick other algorithms for other shapes).
 pub fn on_cpu() -> bool {
