@@ -110,19 +110,26 @@ def greedy(llm, logits_last, steps):
     return ids, gaps
 
 
+def copy_metadata(reader, writer, keep=lambda key: True):
+    """Copy the key/value metadata of a GGUFReader into a GGUFWriter (keys `keep` accepts; the
+    GGUF.* header fields and general.architecture, which the writer sets, never)."""
+    from gguf import GGUFValueType
+    for k, f in reader.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture" or not keep(k):
+            continue
+        if f.types[0] == GGUFValueType.ARRAY:
+            writer.add_key_value(k, f.contents(), f.types[0], sub_type=f.types[-1])
+        else:
+            writer.add_key_value(k, f.contents(), f.types[0])
+
+
 def dequantized_twin(src, dst, types):
     """Copy a GGUF with tensors of `types` dequantized to F32 (metadata unchanged)."""
-    from gguf import GGUFReader, GGUFWriter, GGUFValueType
+    from gguf import GGUFReader, GGUFWriter
     from gguf.quants import dequantize
     r = GGUFReader(str(src))
     w = GGUFWriter(str(dst), "llama")
-    for k, f in r.fields.items():
-        if k.startswith("GGUF.") or k == "general.architecture":
-            continue
-        if f.types[0] == GGUFValueType.ARRAY:
-            w.add_key_value(k, f.contents(), f.types[0], sub_type=f.types[-1])
-        else:
-            w.add_key_value(k, f.contents(), f.types[0])
+    copy_metadata(r, w)
     for t in r.tensors:
         shape = [int(x) for x in reversed(t.shape)]
         if t.tensor_type.name in types:

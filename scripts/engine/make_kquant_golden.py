@@ -26,18 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import llama_cpp
-from gguf import GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGUFReader, GGUFWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_golden import all_logits, dequantized_twin, greedy, open_model  # noqa: E402
+from make_golden import copy_metadata  # noqa: E402
+from make_tiny_types_golden import llama_cpp_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "crates/engine/tests/fixtures"
 HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, VOCAB = 256, 512, 2, 4, 2, 307
 HEAD_DIM = HIDDEN // HEADS
 TYPES = {"q4_k_m": 15, "q5_k_m": 17}  # llama_ftype
-POSITIONS = [0, 1, 7, 20, 40, 57]
-CONTINUATION = 40
 SEED = 20251128
 
 
@@ -56,12 +55,7 @@ def write_f32(path):
     w.add_rope_dimension_count(HEAD_DIM)
     w.add_vocab_size(VOCAB)
     w.add_file_type(0)
-    for k, f in src.fields.items():
-        if k.startswith("tokenizer."):
-            if f.types[0] == GGUFValueType.ARRAY:
-                w.add_key_value(k, f.contents(), f.types[0], sub_type=f.types[-1])
-            else:
-                w.add_key_value(k, f.contents(), f.types[0])
+    copy_metadata(src, w, keep=lambda k: k.startswith("tokenizer."))
     rng = np.random.default_rng(SEED)
 
     def mat(rows, cols, scale):
@@ -100,30 +94,12 @@ def main():
             rc = llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(), params)
             assert rc == 0, f"llama_model_quantize failed: {rc}"
             types = {t.name: t.tensor_type.name for t in GGUFReader(str(out)).tensors}
-            llm = open_model(out, 256)
-            logits = all_logits(llm, ids)
-            continuation, gaps = greedy(llm, logits[-1], CONTINUATION)
-            del llm
-            twin = Path(tmp) / f"{name}-twin.gguf"
-            dequantized_twin(out, twin, {"Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q5_0", "Q5_1"})
-            llm = open_model(twin, 256)
-            twin_logits = all_logits(llm, ids)
-            del llm
-            top = np.sort(logits, axis=1)
-            golden["types"][name] = {
-                "tensor_types": types,
-                "top1": [int(i) for i in np.argmax(logits, axis=1)],
-                "top2_gaps": [round(float(g), 5) for g in top[:, -1] - top[:, -2]],
-                "positions": POSITIONS,
-                "logits": [[float(v) for v in logits[p]] for p in POSITIONS],
-                "continuation": continuation,
-                "continuation_top2_gaps": gaps,
-                "activation_noise": float(np.abs(logits - twin_logits).max()),
-            }
+            record = llama_cpp_record(out, ids, {"Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q5_0", "Q5_1"})
+            golden["types"][name] = {"tensor_types": types, **record}
             kinds = sorted(set(types.values()))
             print(f"{name}: {out.stat().st_size} bytes, types {kinds}, activation noise "
-                  f"{golden['types'][name]['activation_noise']:.4f}, max |logit| {np.abs(logits).max():.2f}, "
-                  f"min continuation gap {min(gaps)}")
+                  f"{record['activation_noise']:.4f}, min continuation gap "
+                  f"{min(record['continuation_top2_gaps'])}")
     (FIXTURES / "wide_llama_kquant_golden.json").write_text(json.dumps(golden) + "\n")
 
 

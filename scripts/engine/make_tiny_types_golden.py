@@ -28,11 +28,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFReader, GGUFValueType, GGUFWriter, GGMLQuantizationType
+from gguf import GGUFReader, GGUFWriter, GGMLQuantizationType
 from gguf.quants import dequantize, quantize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_golden import all_logits, dequantized_twin, greedy, open_model  # noqa: E402
+from make_golden import all_logits, copy_metadata, dequantized_twin, greedy, open_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "crates/engine/tests/fixtures"
@@ -45,13 +45,7 @@ CONTINUATION = 40
 def convert(src, dst, qtype):
     r = GGUFReader(str(src))
     w = GGUFWriter(str(dst), "llama")
-    for k, f in r.fields.items():
-        if k.startswith("GGUF.") or k == "general.architecture":
-            continue
-        if f.types[0] == GGUFValueType.ARRAY:
-            w.add_key_value(k, f.contents(), f.types[0], sub_type=f.types[-1])
-        else:
-            w.add_key_value(k, f.contents(), f.types[0])
+    copy_metadata(r, w)
     for t in r.tensors:
         shape = [int(x) for x in reversed(t.shape)]
         values = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
@@ -66,34 +60,43 @@ def convert(src, dst, qtype):
     w.close()
 
 
+def llama_cpp_record(path, ids, twin_types):
+    """llama.cpp on the GGUF at `path` for the prompt `ids`: the golden entry the engine's
+    tensor-type tests read (top-1 and top-2 gaps everywhere, full rows at POSITIONS, a greedy
+    continuation, and the activation noise against the file's F32 twin, where the tensors of
+    `twin_types` are dequantized)."""
+    llm = open_model(path, 512)
+    logits = all_logits(llm, ids)
+    continuation, gaps = greedy(llm, logits[-1], CONTINUATION)
+    del llm
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = Path(tmp) / "twin.gguf"
+        dequantized_twin(path, twin, twin_types)
+        llm = open_model(twin, 512)
+        twin_logits = all_logits(llm, ids)
+        del llm
+    top = np.sort(logits, axis=1)
+    return {
+        "top1": [int(i) for i in np.argmax(logits, axis=1)],
+        "top2_gaps": [round(float(g), 5) for g in top[:, -1] - top[:, -2]],
+        "positions": POSITIONS,
+        "logits": [[float(v) for v in logits[p]] for p in POSITIONS],
+        "continuation": continuation,
+        "continuation_top2_gaps": gaps,
+        "activation_noise": float(np.abs(logits - twin_logits).max()),
+    }
+
+
 def main():
     ids = json.loads((FIXTURES / "tiny_llama_golden.json").read_text())["ids"]
     golden = {"ids": ids, "types": {}}
     for name, qtype in TYPES.items():
         path = FIXTURES / f"tiny-llama-{name}.gguf"
         convert(FIXTURES / "tiny-llama.gguf", path, qtype)
-        llm = open_model(path, 512)
-        logits = all_logits(llm, ids)
-        continuation, gaps = greedy(llm, logits[-1], CONTINUATION)
-        del llm
-        with tempfile.TemporaryDirectory() as tmp:
-            twin = Path(tmp) / "twin.gguf"
-            dequantized_twin(path, twin, {qtype.name})
-            llm = open_model(twin, 512)
-            twin_logits = all_logits(llm, ids)
-            del llm
-        top = np.sort(logits, axis=1)
-        golden["types"][name] = {
-            "top1": [int(i) for i in np.argmax(logits, axis=1)],
-            "top2_gaps": [round(float(g), 5) for g in top[:, -1] - top[:, -2]],
-            "positions": POSITIONS,
-            "logits": [[float(v) for v in logits[p]] for p in POSITIONS],
-            "continuation": continuation,
-            "continuation_top2_gaps": gaps,
-            "activation_noise": float(np.abs(logits - twin_logits).max()),
-        }
+        record = llama_cpp_record(path, ids, {qtype.name})
+        golden["types"][name] = record
         print(f"{name}: {path.stat().st_size} bytes, activation noise "
-              f"{golden['types'][name]['activation_noise']:.5f}, min continuation gap {min(gaps)}")
+              f"{record['activation_noise']:.5f}, min continuation gap {min(record['continuation_top2_gaps'])}")
     (FIXTURES / "tiny_llama_types_golden.json").write_text(json.dumps(golden) + "\n")
 
 
