@@ -29,7 +29,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use guardreasoner_engine::lookup::draft;
-use guardreasoner_engine::{Engine, KvCache, Llama, LoadOptions, PrefixKv, PromptLookup};
+use guardreasoner_engine::prefix::prefill_range;
+use guardreasoner_engine::{Engine, Llama, LoadOptions, PrefixKv, PromptLookup};
 
 /// Tokens of the raw guard prompt's instruction part with the Llama 3.2 tokenizer (BOS
 /// included): what `LocalBackend` registers as the engine's prefix.
@@ -103,20 +104,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn prefill(
-    model: &Llama,
-    cache: &mut KvCache,
-    prompt: &[u32],
-) -> Result<(), Box<dyn std::error::Error>> {
-    for (i, piece) in prompt.chunks(512).enumerate() {
-        let hidden = model.forward_hidden(piece, cache, i * 512)?;
-        if (i + 1) * 512 >= prompt.len() {
-            model.last_position_logits(&hidden)?;
-        }
-    }
-    Ok(())
-}
-
 /// Prefill, then one pass per generated token after the first. Milliseconds.
 fn replay_plain(
     model: &Llama,
@@ -125,7 +112,7 @@ fn replay_plain(
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let mut cache = model.new_cache(prompt.len() + out.len())?;
     let t = Instant::now();
-    prefill(model, &mut cache, prompt)?;
+    prefill_range(model, &mut cache, prompt, 0, 512)?;
     for (i, &token) in out[..out.len() - 1].iter().enumerate() {
         let hidden = model.forward_hidden(&[token], &mut cache, prompt.len() + i)?;
         model.last_position_logits(&hidden)?;
@@ -147,10 +134,11 @@ fn replay_speculative(
     match prefix {
         Some(p) => {
             p.restore(&mut cache)?;
-            let hidden = model.forward_hidden(&prompt[p.len()..], &mut cache, p.len())?;
-            model.last_position_logits(&hidden)?;
+            prefill_range(model, &mut cache, prompt, p.len(), 512)?;
         }
-        None => prefill(model, &mut cache, prompt)?,
+        None => {
+            prefill_range(model, &mut cache, prompt, 0, 512)?;
+        }
     }
     let mut history = prompt.to_vec();
     history.push(out[0]);

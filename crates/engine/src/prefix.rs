@@ -63,8 +63,9 @@ impl PrefixKv {
 }
 
 /// Run `prompt[from..]` at positions `from..` in chunks of `chunk` (positions before `from`
-/// already in `cache`); returns the last position's logits.
-pub(crate) fn prefill_range(
+/// already in `cache`); returns the last position's logits. This is the prefill of
+/// [`crate::generate`].
+pub fn prefill_range(
     model: &Llama,
     cache: &mut KvCache,
     prompt: &[u32],

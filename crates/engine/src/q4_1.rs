@@ -20,6 +20,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
+use crate::rowwise::simd_available;
 
 /// Values per block (both Q4_1 and Q8_1).
 pub const BLOCK: usize = 32;
@@ -176,19 +177,6 @@ pub(crate) fn dot_portable(w_row: &[u8], a: &[Q8_1Block]) -> f32 {
         }
     }
     hsum8(acc) + summs
-}
-
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// `out[r] = dot(w_row, acts[r])`, with the SIMD path when the CPU has it.

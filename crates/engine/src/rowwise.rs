@@ -167,7 +167,7 @@ fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
     let rows = x.len() / in_features;
     let out_features = w.len() / in_features;
     let mut out_t = vec![0f32; out_features * rows];
-    let use_fma = fma_available();
+    let use_fma = simd_available();
     out_t
         .par_chunks_mut(ROWS_PER_TASK * rows)
         .zip(w.par_chunks(ROWS_PER_TASK * in_features))
@@ -187,7 +187,7 @@ fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    if fma_available() {
+    if simd_available() {
         dot1_fma(a, b)
     } else {
         dot(a, b, |a, b, c| a * b + c)
@@ -199,10 +199,10 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) fn dots_f32(a: &[f32], rows: &[f32], out: &mut [f32]) {
     let n = a.len();
     assert!(rows.len() >= out.len() * n, "fewer rows than outputs");
-    if fma_available() {
+    if simd_available() {
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: `fma_available()` saw AVX2, FMA and F16C on this CPU.
+            // SAFETY: `simd_available()` saw AVX2, FMA and F16C on this CPU.
             unsafe { avx2::dots(a, rows, out) };
             return;
         }
@@ -214,7 +214,7 @@ pub(crate) fn dots_f32(a: &[f32], rows: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
-    // SAFETY: only called when `fma_available()` saw AVX2, FMA and F16C on this CPU.
+    // SAFETY: only called when `simd_available()` saw AVX2, FMA and F16C on this CPU.
     unsafe { avx2::dot1(a, b) }
 }
 
@@ -223,8 +223,9 @@ fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
     dot(a, b, f32::mul_add)
 }
 
-/// Whether the fused multiply-add path is used (decided once per process).
-fn fma_available() -> bool {
+/// Whether the SIMD paths (AVX2, FMA, F16C) are used: decided by CPU detection, so once per
+/// process. Shared by every CPU kernel of the crate.
+pub(crate) fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2")
@@ -239,7 +240,7 @@ fn fma_available() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 fn block_fma<W: Weight>(x: &[f32], in_features: usize, w_block: &[W], out_block: &mut [f32]) {
-    // SAFETY: only called when `fma_available()` saw AVX2, FMA and F16C on this CPU.
+    // SAFETY: only called when `simd_available()` saw AVX2, FMA and F16C on this CPU.
     unsafe { avx2::block(x, in_features, w_block, out_block) }
 }
 

@@ -26,14 +26,7 @@ fn assert_batch_equals_single(engine: &Engine, prompts: &[Vec<u32>], max_new: &[
         let generation = engine.generate_ids(prompt, o, &mut obs).unwrap();
         single.push((generation, obs));
     }
-    let mut observers: Vec<Logits> = prompts.iter().map(|_| Logits::default()).collect();
-    let mut refs: Vec<&mut dyn StepObserver> = observers
-        .iter_mut()
-        .map(|o| o as &mut dyn StepObserver)
-        .collect();
-    let batched = engine
-        .generate_batch_ids(prompts, &opts, &mut refs)
-        .unwrap();
+    let (batched, observers) = common::generate_batch_recorded(engine, prompts, &opts);
     assert_eq!(batched.len(), prompts.len());
     let mut max_diff = 0f32;
     for (i, ((one, one_logits), (many, many_logits))) in single

@@ -5,7 +5,7 @@
 
 mod common;
 
-use guardreasoner_engine::{argmax, Engine, GenerateOptions, Generation, PrefixKv, StepObserver};
+use guardreasoner_engine::{argmax, Engine, GenerateOptions, Generation, PrefixKv};
 
 use common::Logits;
 
@@ -116,14 +116,7 @@ fn batched_generation_uses_the_prefix_like_single_generation() {
         prompt_lookup: None,
         ..GenerateOptions::default()
     }];
-    let mut observers: Vec<Logits> = prompts.iter().map(|_| Logits::default()).collect();
-    let mut refs: Vec<&mut dyn StepObserver> = observers
-        .iter_mut()
-        .map(|o| o as &mut dyn StepObserver)
-        .collect();
-    let batched = engine
-        .generate_batch_ids(&prompts, &opts, &mut refs)
-        .unwrap();
+    let (batched, observers) = common::generate_batch_recorded(&engine, &prompts, &opts);
     for (i, prompt) in prompts.iter().enumerate() {
         let mut single = Logits::default();
         let g = engine.generate_ids(prompt, &opts[0], &mut single).unwrap();

@@ -47,6 +47,21 @@ impl guardreasoner_engine::StepObserver for Logits {
     }
 }
 
+/// `engine.generate_batch_ids` with one [`Logits`] recorder per prompt.
+pub fn generate_batch_recorded(
+    engine: &guardreasoner_engine::Engine,
+    prompts: &[Vec<u32>],
+    opts: &[guardreasoner_engine::GenerateOptions],
+) -> (Vec<guardreasoner_engine::Generation>, Vec<Logits>) {
+    let mut observers: Vec<Logits> = prompts.iter().map(|_| Logits::default()).collect();
+    let mut refs: Vec<&mut dyn guardreasoner_engine::StepObserver> = observers
+        .iter_mut()
+        .map(|o| o as &mut dyn guardreasoner_engine::StepObserver)
+        .collect();
+    let generations = engine.generate_batch_ids(prompts, opts, &mut refs).unwrap();
+    (generations, observers)
+}
+
 /// Whether the tests run on the CPU, where decode-sized passes are bit-for-bit independent of
 /// their batch (on a GPU, cuBLAS may pick other algorithms for other shapes).
 pub fn on_cpu() -> bool {
