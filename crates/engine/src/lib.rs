@@ -30,8 +30,9 @@ pub mod linear;
 pub mod load;
 pub mod lookup;
 pub mod model;
+pub mod pool;
 pub mod prefix;
-pub mod q4_1;
+pub mod quant;
 pub mod rope;
 pub mod rowwise;
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! activations to 8 bits per block as llama.cpp does. The model code never looks inside: it
 //! calls [`Linear::forward`], and [`Linear::embed`] for the token-embedding table, which is the
 //! same kind of matrix (`(vocab, hidden)`) and doubles as the tied `lm_head`.
+//!
+//! On the CPU, the formats with kernels of our own ([`crate::quant`]: Q4_1, Q8_0, Q4_K, Q6_K)
+//! are `Packed` and computed with llama.cpp's arithmetic, one weight read for all the rows of
+//! a pass; other GGML types use candle's `QMatMul`.
 
 use std::sync::Arc;
 
@@ -14,21 +18,37 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
-use crate::q4_1::Q4_1Matrix;
+use crate::quant::{self, PackedMatrix};
 use crate::rowwise;
 
 /// GGML types computed as dense weights (as candle's `QMatMul` would do), so that their decode
 /// steps take [`rowwise`] like safetensors weights; F16/BF16 stay half precision on the CPU.
 const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
+/// Whether candle computes Q8_0 with its AVX-512 VNNI / AVX-VNNI kernel on repacked weights
+/// (its own runtime choice, `MISTRALRS_FORCE_AVX2=1` turning it off). That kernel beats ours
+/// on Q8_0 (docs/BENCHMARKS.md); without it candle's Q8_0 product is its portable code (this
+/// build does not enable AVX at compile time), and ours is used.
+fn candle_has_vnni_q8_0() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::env::var("MISTRALRS_FORCE_AVX2").as_deref() == Ok("1") {
+            return false;
+        }
+        (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"))
+            || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// A `(out_features, in_features)` weight matrix, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Linear {
     /// Dense weight `(out, in)`: f32, or bf16/f16 on the CPU (widened exactly when used).
     Dense(Tensor),
-    /// Q4_1 on the CPU: llama.cpp's Q4_1 x Q8_1 arithmetic ([`crate::q4_1`]; candle 0.11 has
-    /// no SIMD kernel for it and rounds the activation sums differently).
-    Q4_1(Arc<Q4_1Matrix>),
+    /// Q4_1, Q8_0, Q4_K or Q6_K on the CPU, computed by [`crate::quant`]'s kernels.
+    Packed(Arc<dyn PackedMatrix>),
     /// GGML block-quantized weight `(out, in)` (float GGUF tensors are `Dense`).
     Quantized {
         matmul: QMatMul,
@@ -50,12 +70,17 @@ impl Linear {
     /// A layer from a GGML tensor of shape `(out, in)`.
     pub fn quantized(weight: Arc<QTensor>) -> Result<Self> {
         let (out_features, in_features) = weight.shape().dims2()?;
-        if weight.dtype() == GgmlDType::Q4_1 {
-            if weight.device().is_cpu() {
-                let data = weight.data()?.into_owned();
-                let matrix = Q4_1Matrix::new(data, out_features, in_features)?;
-                return Ok(Linear::Q4_1(Arc::new(matrix)));
+        if weight.device().is_cpu()
+            && !DEQUANTIZE_AT_LOAD.contains(&weight.dtype())
+            && !(weight.dtype() == GgmlDType::Q8_0 && candle_has_vnni_q8_0())
+        {
+            let data = weight.data()?.into_owned();
+            if let Some(m) = quant::pack(weight.dtype(), data, out_features, in_features)? {
+                return Ok(Linear::Packed(m));
             }
+        }
+        if weight.dtype() == GgmlDType::Q4_1 {
+            // Off the CPU: candle has no Q4_1 kernel there worth using; exact f32 weights.
             return Ok(Linear::Dense(weight.dequantize(&weight.device())?));
         }
         if DEQUANTIZE_AT_LOAD.contains(&weight.dtype()) {
@@ -79,9 +104,12 @@ impl Linear {
     /// This layer with Q4_1 weights dequantized to dense f32 (exact weights, no activation
     /// rounding); other layers unchanged.
     pub fn dequantize_q4_1(self) -> Result<Self> {
-        let Linear::Q4_1(m) = &self else {
+        let Linear::Packed(m) = &self else {
             return Ok(self);
         };
+        if m.format() != "Q4_1" {
+            return Ok(self);
+        }
         let (rows, cols) = m.shape();
         let mut values = vec![0f32; rows * cols];
         for (r, out) in values.chunks_exact_mut(cols).enumerate() {
@@ -101,7 +129,7 @@ impl Linear {
                 let dims = w.dims();
                 (dims[0], dims[1])
             }
-            Linear::Q4_1(m) => m.shape(),
+            Linear::Packed(m) => m.shape(),
             Linear::Quantized { shape, .. } => *shape,
         }
     }
@@ -123,7 +151,7 @@ impl Linear {
                     x.matmul(&wide.t()?)?
                 }
             },
-            Linear::Q4_1(m) => {
+            Linear::Packed(m) => {
                 let (n, _) = x.dims2()?;
                 let data = x.flatten_all()?.to_vec1::<f32>()?; // (n * in)
                 let y = m.matmul_t(&data, n);
@@ -138,7 +166,7 @@ impl Linear {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let rows = match self {
             Linear::Dense(w) => w.index_select(ids, 0)?.to_dtype(DType::F32)?,
-            Linear::Q4_1(m) => {
+            Linear::Packed(m) => {
                 let (vocab, cols) = m.shape();
                 let list = ids.to_vec1::<u32>()?;
                 let mut rows = vec![0f32; list.len() * cols];

@@ -83,6 +83,26 @@ fn batched_greedy_equals_unbatched_on_the_tiny_model() {
 }
 
 #[test]
+fn batched_greedy_equals_unbatched_on_llama_cpp_s_q4_k_m_file() {
+    // Q4_K and Q6_K weights: the engine's own K-quant kernels (`quant::q4_k`, `quant::q6_k`).
+    let engine = Engine::load(
+        &common::fixtures().join("wide-llama-q4_k_m.gguf"),
+        &common::load_options(),
+    )
+    .unwrap();
+    let vocab = engine.model().config().vocab_size as u32;
+    let prompts: Vec<Vec<u32>> = (0..9u32)
+        .map(|i| {
+            (0..1 + 3 * i)
+                .map(|j| (i * 71 + j * 13 + 3) % vocab)
+                .collect()
+        })
+        .collect();
+    let max_new: Vec<usize> = (0..9).map(|i| 2 + (i * 5) % 17).collect();
+    assert_batch_equals_single(&engine, &prompts, &max_new);
+}
+
+#[test]
 fn batched_greedy_equals_unbatched_on_smollm2_q4_1() {
     let Some(path) = common::asset("SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;

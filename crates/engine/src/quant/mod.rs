@@ -1,0 +1,409 @@
+//! Our CPU kernels for GGML block-quantized weights, with llama.cpp's arithmetic.
+//!
+//! llama.cpp multiplies a quantized weight matrix by activations that it first rounds to
+//! 8 bits per block (Q8_1 for Q4_1 weights, Q8_0 for Q8_0, Q8_K for the K-quants), then sums
+//! integer products block by block and scales them in float. Each format here does the same
+//! operations in the same order as llama.cpp's AVX2 code (integer sums are exact; the float
+//! steps are the same fused multiply-adds in the same lanes), so a product agrees with
+//! llama.cpp's to the last bit or nearly.
+//!
+//! Every output element is one call of the dot product of one weight row and one activation
+//! row, so outputs never depend on how many rows are computed together: a batched decode step,
+//! a speculative verification pass and a prefill chunk give each row exactly the numbers it
+//! gets alone. The kernels still compute several activation rows per weight block they
+//! unpack (one read of the weights for all of them), which is what makes those passes cheap.
+//! The SIMD paths (AVX2, and AVX-512 VNNI where the CPU has it; the integer sums are the same)
+//! and the portable path give bit-identical results; the tests check it on random inputs.
+
+use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
+use rayon::prelude::*;
+
+use crate::error::{EngineError, Result};
+use crate::rowwise::simd_available;
+
+pub mod q4_1;
+pub mod q4_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_k;
+
+/// One GGML weight format and the activation rounding llama.cpp pairs with it.
+pub trait Format: Send + Sync + std::fmt::Debug + 'static {
+    /// GGML's name of the format.
+    const NAME: &'static str;
+    /// Values per weight block (and per activation block).
+    const BLOCK: usize;
+    /// Bytes of one weight block.
+    const BLOCK_BYTES: usize;
+    /// One block of activations rounded to 8 bits.
+    type Act: Send + Sync + Copy;
+
+    /// Round one activation row (a multiple of `BLOCK` long) as llama.cpp does.
+    fn quantize(x: &[f32]) -> Vec<Self::Act>;
+    /// One weight block as f32 (embedding lookups, dequantization).
+    fn dequantize_block(block: &[u8], out: &mut [f32]);
+    /// Dot product of one weight row and one activation row, portable code in llama.cpp's
+    /// order.
+    fn dot(w_row: &[u8], a: &[Self::Act]) -> f32;
+    /// `out[w * acts.len() + a] = dot(w_rows[w], acts[a])` for 1 to [`TILE`] weight rows and
+    /// 1 to [`TILE`] activation rows, with the SIMD kernel: each product's arithmetic is that
+    /// of [`Format::dot`]; the tile only gives the CPU independent products to overlap and
+    /// reads each weight and activation block once for all of them.
+    ///
+    /// # Safety
+    /// Only called when [`simd_available`] is true.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_tile(w_rows: &[&[u8]], acts: &[&[Self::Act]], out: &mut [f32]);
+}
+
+/// A `(rows, cols)` weight matrix in GGML's block layout (row-major, `cols / BLOCK` blocks per
+/// row), for the kernels of format `F`.
+#[derive(Debug, Clone)]
+pub struct BlockMatrix<F: Format> {
+    data: Vec<u8>,
+    rows: usize,
+    cols: usize,
+    _format: std::marker::PhantomData<F>,
+}
+
+/// What [`crate::Linear`] needs of a block-quantized matrix, whatever its format.
+pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
+    /// GGML's name of the format.
+    fn format(&self) -> &'static str;
+    /// `(rows, cols)` = `(out_features, in_features)`.
+    fn shape(&self) -> (usize, usize);
+    /// Row `r` as f32.
+    fn dequantize_row(&self, r: usize, out: &mut [f32]);
+    /// `x (n, cols)` row-major times this matrix transposed -> `(n, rows)` row-major.
+    fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32>;
+}
+
+/// The formats with our own kernels, as a packed matrix; `None` for any other type.
+pub fn pack(
+    dtype: GgmlDType,
+    data: Vec<u8>,
+    rows: usize,
+    cols: usize,
+) -> Result<Option<Arc<dyn PackedMatrix>>> {
+    Ok(Some(match dtype {
+        GgmlDType::Q4_1 => Arc::new(BlockMatrix::<q4_1::Q4_1>::new(data, rows, cols)?),
+        GgmlDType::Q8_0 => Arc::new(BlockMatrix::<q8_0::Q8_0>::new(data, rows, cols)?),
+        GgmlDType::Q4K => Arc::new(BlockMatrix::<q4_k::Q4K>::new(data, rows, cols)?),
+        GgmlDType::Q6K => Arc::new(BlockMatrix::<q6_k::Q6K>::new(data, rows, cols)?),
+        _ => return Ok(None),
+    }))
+}
+
+impl<F: Format> BlockMatrix<F> {
+    /// Wrap GGML bytes of a `(rows, cols)` matrix of format `F`.
+    pub fn new(data: Vec<u8>, rows: usize, cols: usize) -> Result<Self> {
+        let bad = |problem: String| EngineError::InvalidRequest {
+            field: F::NAME.to_lowercase(),
+            problem,
+        };
+        if !cols.is_multiple_of(F::BLOCK) {
+            return Err(bad(format!(
+                "{cols} columns are not a multiple of the block size {}",
+                F::BLOCK
+            )));
+        }
+        let expected = rows * cols / F::BLOCK * F::BLOCK_BYTES;
+        if data.len() != expected {
+            return Err(bad(format!(
+                "{} bytes for a ({rows}, {cols}) matrix, expected {expected}",
+                data.len()
+            )));
+        }
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            _format: std::marker::PhantomData,
+        })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / F::BLOCK * F::BLOCK_BYTES
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes()..(r + 1) * self.row_bytes()]
+    }
+}
+
+impl<F: Format> PackedMatrix for BlockMatrix<F> {
+    fn format(&self) -> &'static str {
+        F::NAME
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        for (block, out) in self
+            .row(r)
+            .chunks_exact(F::BLOCK_BYTES)
+            .zip(out.chunks_exact_mut(F::BLOCK))
+        {
+            F::dequantize_block(block, out);
+        }
+    }
+
+    fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
+        assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
+        let acts: Vec<Vec<F::Act>> = if n > 1 {
+            x.par_chunks_exact(self.cols).map(F::quantize).collect()
+        } else {
+            vec![F::quantize(x)]
+        };
+        // Transposed output (rows, n): each task owns a run of weight rows.
+        const ROWS_PER_TASK: usize = 8;
+        let row_bytes = self.row_bytes();
+        let simd = simd_available();
+        let mut out_t = vec![0f32; self.rows * n];
+        out_t
+            .par_chunks_mut(ROWS_PER_TASK * n)
+            .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
+            .for_each(|(out_block, w_block)| {
+                let w_rows: Vec<&[u8]> = w_block.chunks_exact(row_bytes).collect();
+                dot_rows::<F>(&w_rows, &acts, out_block, simd);
+            });
+        if n == 1 {
+            return out_t;
+        }
+        let mut out = vec![0f32; n * self.rows];
+        for (j, column) in out_t.chunks_exact(n).enumerate() {
+            for (i, &v) in column.iter().enumerate() {
+                out[i * self.rows + j] = v;
+            }
+        }
+        out
+    }
+}
+
+/// Most weight rows, and most activation rows, of one [`Format::dot_tile`] call.
+pub const TILE: usize = 4;
+
+/// `out[w * acts.len() + a] = dot(w_rows[w], acts[a])`, in tiles with the SIMD kernel when the
+/// CPU has it.
+fn dot_rows<F: Format>(w_rows: &[&[u8]], acts: &[Vec<F::Act>], out: &mut [f32], simd: bool) {
+    let n = acts.len();
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        let mut tile_out = [0f32; TILE * TILE];
+        for (a0, group) in acts.chunks(TILE).enumerate().map(|(i, g)| (i * TILE, g)) {
+            let a_refs: [&[F::Act]; TILE] =
+                std::array::from_fn(|i| group.get(i).map_or(&[][..], |a| &a[..]));
+            let a_len = group.len();
+            // One weight row per call: tiles of several weight rows (more independent
+            // products) measured slower on the 2-core machine of docs/BENCHMARKS.md, whose
+            // memory streams one row at a time faster than several interleaved.
+            const W_TILE: usize = 1;
+            for (w0, ws) in w_rows
+                .chunks(W_TILE)
+                .enumerate()
+                .map(|(i, w)| (i * W_TILE, w))
+            {
+                let out_tile = &mut tile_out[..ws.len() * a_len];
+                // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
+                unsafe { F::dot_tile(ws, &a_refs[..a_len], out_tile) };
+                for (w, row) in out_tile.chunks_exact(a_len).enumerate() {
+                    out[(w0 + w) * n + a0..][..a_len].copy_from_slice(row);
+                }
+            }
+        }
+        return;
+    }
+    let _ = simd;
+    for (w, w_row) in w_rows.iter().enumerate() {
+        for (a, o) in acts.iter().zip(&mut out[w * n..(w + 1) * n]) {
+            *o = F::dot(w_row, a);
+        }
+    }
+}
+
+/// Calls `$tile::<W, A>(w_rows, acts)` (a `[[f32; A]; W]` of products) for the `W` and `A` of
+/// the slices `$w` and `$a` (1 to [`TILE`] each) and writes it to `$out` row-major.
+macro_rules! dispatch_tile {
+    ($tile:ident, $w:expr, $a:expr, $out:expr) => {{
+        let (w, a, out) = ($w, $a, $out);
+        macro_rules! go {
+            ($W:literal, $A:literal) => {{
+                let r: [[f32; $A]; $W] =
+                    $tile::<$W, $A>(std::array::from_fn(|i| w[i]), std::array::from_fn(|i| a[i]));
+                for (i, row) in r.iter().enumerate() {
+                    out[i * $A..(i + 1) * $A].copy_from_slice(row);
+                }
+            }};
+        }
+        match (w.len(), a.len()) {
+            (1, 1) => go!(1, 1),
+            (1, 2) => go!(1, 2),
+            (1, 3) => go!(1, 3),
+            (1, 4) => go!(1, 4),
+            (2, 1) => go!(2, 1),
+            (2, 2) => go!(2, 2),
+            (2, 3) => go!(2, 3),
+            (2, 4) => go!(2, 4),
+            (3, 1) => go!(3, 1),
+            (3, 2) => go!(3, 2),
+            (3, 3) => go!(3, 3),
+            (3, 4) => go!(3, 4),
+            (4, 1) => go!(4, 1),
+            (4, 2) => go!(4, 2),
+            (4, 3) => go!(4, 3),
+            (4, 4) => go!(4, 4),
+            (w, a) => unreachable!("tile of {w} x {a}"),
+        }
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use dispatch_tile;
+
+/// The pairwise lane sum of llama.cpp's `hsum_float_8`.
+#[inline(always)]
+pub(crate) fn hsum8(acc: [f32; 8]) -> f32 {
+    let r = [
+        acc[4] + acc[0],
+        acc[5] + acc[1],
+        acc[6] + acc[2],
+        acc[7] + acc[3],
+    ];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// llama.cpp's `nearest_int`: round half to even through the float adder (|x| < 2^22).
+#[inline(always)]
+pub(crate) fn nearest_int(x: f32) -> i32 {
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Checks every format's kernels must pass.
+    use super::*;
+    use crate::test_support::random;
+
+    /// The product agrees with the dequantized weights times the exact activations within
+    /// `tol` of the row's magnitude (the activations are rounded to 8 bits).
+    pub(crate) fn matches_dequantized<F: Format>(data: Vec<u8>, rows: usize, cols: usize) {
+        let n = 5;
+        let w = BlockMatrix::<F>::new(data, rows, cols).unwrap();
+        let x = random(n * cols, 2);
+        let y = w.matmul_t(&x, n);
+        let mut deq = vec![0f32; cols];
+        for r in 0..rows {
+            w.dequantize_row(r, &mut deq);
+            for i in 0..n {
+                let exact: f64 = x[i * cols..(i + 1) * cols]
+                    .iter()
+                    .zip(&deq)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                let got = y[i * rows + r] as f64;
+                let scale: f64 = deq.iter().map(|v| v.abs() as f64).sum::<f64>() * 0.5;
+                assert!(
+                    (got - exact).abs() < 0.01 * scale + 1e-4,
+                    "{} row {r} x {i}: {got} vs {exact}",
+                    F::NAME
+                );
+            }
+        }
+    }
+
+    /// SIMD equals portable bit for bit, and an output row is the same computed alone, in a
+    /// group, and in a batch of every size up to `n` (outputs poisoned before each call).
+    pub(crate) fn simd_equals_portable_and_rows_are_independent<F: Format>(
+        data: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) {
+        let n = 2 * TILE + 1;
+        let w = BlockMatrix::<F>::new(data, rows, cols).unwrap();
+        let x = random(n * cols, 4);
+        let all = w.matmul_t(&x, n);
+        assert!(all.iter().all(|v| v.is_finite()), "{}", F::NAME);
+        for m in 1..=n {
+            let part = w.matmul_t(&x[..m * cols], m);
+            assert_eq!(part[..], all[..m * rows], "{} batch of {m}", F::NAME);
+        }
+        let acts: Vec<Vec<F::Act>> = x.chunks_exact(cols).map(F::quantize).collect();
+        let portable: Vec<f32> = (0..rows)
+            .flat_map(|r| acts.iter().map(move |a| (r, a)))
+            .map(|(r, a)| F::dot(w.row(r), a))
+            .collect();
+        for i in 0..n {
+            for r in 0..rows {
+                assert_eq!(all[i * rows + r].to_bits(), portable[r * n + i].to_bits());
+            }
+        }
+        // Every tile shape, straight from the kernel.
+        #[cfg(target_arch = "x86_64")]
+        if simd_available() {
+            for tw in 1..=TILE {
+                for ta in 1..=TILE {
+                    let ws: Vec<&[u8]> = (0..tw).map(|k| w.row(k * 3 % rows)).collect();
+                    let a_refs: Vec<&[F::Act]> = (0..ta).map(|k| &acts[(k * 2) % n][..]).collect();
+                    let mut got = vec![f32::NAN; tw * ta];
+                    // SAFETY: simd_available() is true.
+                    unsafe { F::dot_tile(&ws, &a_refs, &mut got) };
+                    for k in 0..tw {
+                        for j in 0..ta {
+                            let p = portable[(k * 3 % rows) * n + (j * 2) % n];
+                            assert_eq!(
+                                got[k * ta + j].to_bits(),
+                                p.to_bits(),
+                                "{} tile {tw}x{ta}",
+                                F::NAME
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dequantized rows equal candle's dequantization of the same GGML bytes (an independent
+    /// implementation of the block layouts).
+    pub(crate) fn dequantize_matches_candle<F: Format>(
+        dtype: GgmlDType,
+        data: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) {
+        use candle_core::quantized::ggml_file::qtensor_from_ggml;
+        let device = candle_core::Device::Cpu;
+        let theirs = qtensor_from_ggml(dtype, &data, vec![rows, cols], &device)
+            .unwrap()
+            .dequantize(&device)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let w = BlockMatrix::<F>::new(data, rows, cols).unwrap();
+        let mut ours = vec![f32::NAN; cols];
+        for r in 0..rows {
+            w.dequantize_row(r, &mut ours);
+            for (c, (a, b)) in ours.iter().zip(&theirs[r * cols..]).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "{} ({r}, {c}): {a} vs candle {b}",
+                    F::NAME
+                );
+            }
+        }
+    }
+
+    /// Sizes that are not a multiple of the block are refused, with the format named.
+    pub(crate) fn wrong_sizes_are_errors<F: Format>() {
+        let err = BlockMatrix::<F>::new(vec![0; F::BLOCK_BYTES], 1, F::BLOCK + 1).unwrap_err();
+        assert!(err.to_string().contains(&F::NAME.to_lowercase()), "{err}");
+        assert!(BlockMatrix::<F>::new(vec![0; F::BLOCK_BYTES - 1], 1, F::BLOCK).is_err());
+        assert!(BlockMatrix::<F>::new(vec![0; 2 * F::BLOCK_BYTES], 2, F::BLOCK).is_ok());
+    }
+}
