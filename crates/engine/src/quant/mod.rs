@@ -80,6 +80,16 @@ pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32>;
 }
 
+/// The output buffer, shared by the threads of one product (each writes its own rows).
+struct SharedOut(*mut f32);
+// SAFETY: only used for disjoint writes while the buffer outlives the parallel loop.
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// The formats with our own kernels, as a packed matrix; `None` for any other type.
 pub fn pack(
     dtype: GgmlDType,
@@ -164,13 +174,21 @@ impl<F: Format> PackedMatrix for BlockMatrix<F> {
         let row_bytes = self.row_bytes();
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n];
-        out_t
-            .par_chunks_mut(ROWS_PER_TASK * n)
-            .zip(self.data.par_chunks(ROWS_PER_TASK * row_bytes))
-            .for_each(|(out_block, w_block)| {
-                let w_rows: Vec<&[u8]> = w_block.chunks_exact(row_bytes).collect();
-                dot_rows::<F>(&w_rows, &acts, out_block, simd);
-            });
+        let tasks = self.rows.div_ceil(ROWS_PER_TASK);
+        let out_ptr = SharedOut(out_t.as_mut_ptr());
+        crate::pool::parallel_for(tasks, |range| {
+            let first = range.start * ROWS_PER_TASK;
+            let last = (range.end * ROWS_PER_TASK).min(self.rows);
+            let w_rows: Vec<&[u8]> = self.data[first * row_bytes..last * row_bytes]
+                .chunks_exact(row_bytes)
+                .collect();
+            // SAFETY: tasks cover disjoint row ranges, so each thread writes its own
+            // `out_t[first * n..last * n]`, inside the buffer.
+            let out_block = unsafe {
+                std::slice::from_raw_parts_mut(out_ptr.get().add(first * n), (last - first) * n)
+            };
+            dot_rows::<F>(&w_rows, &acts, out_block, simd);
+        });
         if n == 1 {
             return out_t;
         }
