@@ -9,8 +9,11 @@
 //! same kind of matrix (`(vocab, hidden)`) and doubles as the tied `lm_head`.
 //!
 //! On the CPU, the formats with kernels of our own ([`crate::quant`]: Q4_1, Q8_0, Q4_K, Q6_K)
-//! are `Packed` and computed with llama.cpp's arithmetic, one weight read for all the rows of
-//! a pass; other GGML types use candle's `QMatMul`.
+//! are `Packed`: passes of up to [`rowwise::MAX_ROWS`] rows (decode steps, batched decode,
+//! speculative verification) use our kernels, with llama.cpp's arithmetic and one weight read
+//! for all the rows; longer passes (prompt prefill) use candle's GEMM on the same bytes where
+//! candle has its AVX-512 VNNI / AVX-VNNI kernels, which are faster there. Other GGML types use
+//! candle's `QMatMul`.
 
 use std::sync::Arc;
 
@@ -25,11 +28,12 @@ use crate::rowwise;
 /// steps take [`rowwise`] like safetensors weights; F16/BF16 stay half precision on the CPU.
 const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlDType::BF16];
 
-/// Whether candle computes Q8_0 with its AVX-512 VNNI / AVX-VNNI kernel on repacked weights
-/// (its own runtime choice, `MISTRALRS_FORCE_AVX2=1` turning it off). That kernel beats ours
-/// on Q8_0 (docs/BENCHMARKS.md); without it candle's Q8_0 product is its portable code (this
-/// build does not enable AVX at compile time), and ours is used.
-fn candle_has_vnni_q8_0() -> bool {
+/// Whether candle computes K-quants and Q8_0 with its AVX-512 VNNI / AVX-VNNI kernels on
+/// repacked weights (its own runtime choice, `MISTRALRS_FORCE_AVX2=1` turning it off). They
+/// beat ours on Q8_0, and on every format for long passes (docs/BENCHMARKS.md); without
+/// them candle's single-row products are its portable code (this build does not enable AVX
+/// at compile time), and ours are used throughout.
+fn candle_has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if std::env::var("MISTRALRS_FORCE_AVX2").as_deref() == Ok("1") {
@@ -47,8 +51,12 @@ fn candle_has_vnni_q8_0() -> bool {
 pub enum Linear {
     /// Dense weight `(out, in)`: f32, or bf16/f16 on the CPU (widened exactly when used).
     Dense(Tensor),
-    /// Q4_1, Q8_0, Q4_K or Q6_K on the CPU, computed by [`crate::quant`]'s kernels.
-    Packed(Arc<dyn PackedMatrix>),
+    /// Q4_1, Q8_0, Q4_K or Q6_K on the CPU, computed by [`crate::quant`]'s kernels, and by
+    /// candle's `gemm` (same bytes) for passes of more than [`rowwise::MAX_ROWS`] rows.
+    Packed {
+        matrix: Arc<dyn PackedMatrix>,
+        gemm: Option<QMatMul>,
+    },
     /// GGML block-quantized weight `(out, in)` (float GGUF tensors are `Dense`).
     Quantized {
         matmul: QMatMul,
@@ -72,11 +80,14 @@ impl Linear {
         let (out_features, in_features) = weight.shape().dims2()?;
         if weight.device().is_cpu()
             && !DEQUANTIZE_AT_LOAD.contains(&weight.dtype())
-            && !(weight.dtype() == GgmlDType::Q8_0 && candle_has_vnni_q8_0())
+            && !(weight.dtype() == GgmlDType::Q8_0 && candle_has_vnni())
         {
-            let data = weight.data()?.into_owned();
-            if let Some(m) = quant::pack(weight.dtype(), data, out_features, in_features)? {
-                return Ok(Linear::Packed(m));
+            let bytes = quant::Bytes::of(weight.clone())?;
+            if let Some(matrix) = quant::pack(weight.dtype(), bytes, out_features, in_features)? {
+                let gemm = (weight.dtype() != GgmlDType::Q4_1 && candle_has_vnni())
+                    .then(|| QMatMul::from_arc(weight))
+                    .transpose()?;
+                return Ok(Linear::Packed { matrix, gemm });
             }
         }
         if weight.dtype() == GgmlDType::Q4_1 {
@@ -104,7 +115,7 @@ impl Linear {
     /// This layer with Q4_1 weights dequantized to dense f32 (exact weights, no activation
     /// rounding); other layers unchanged.
     pub fn dequantize_q4_1(self) -> Result<Self> {
-        let Linear::Packed(m) = &self else {
+        let Linear::Packed { matrix: m, .. } = &self else {
             return Ok(self);
         };
         if m.format() != "Q4_1" {
@@ -129,7 +140,7 @@ impl Linear {
                 let dims = w.dims();
                 (dims[0], dims[1])
             }
-            Linear::Packed(m) => m.shape(),
+            Linear::Packed { matrix, .. } => matrix.shape(),
             Linear::Quantized { shape, .. } => *shape,
         }
     }
@@ -151,7 +162,10 @@ impl Linear {
                     x.matmul(&wide.t()?)?
                 }
             },
-            Linear::Packed(m) => {
+            Linear::Packed {
+                gemm: Some(gemm), ..
+            } if x.dims2()?.0 > rowwise::MAX_ROWS => gemm.forward(x)?,
+            Linear::Packed { matrix: m, .. } => {
                 let (n, _) = x.dims2()?;
                 let data = x.flatten_all()?.to_vec1::<f32>()?; // (n * in)
                 let y = m.matmul_t(&data, n);
@@ -166,7 +180,7 @@ impl Linear {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let rows = match self {
             Linear::Dense(w) => w.index_select(ids, 0)?.to_dtype(DType::F32)?,
-            Linear::Packed(m) => {
+            Linear::Packed { matrix: m, .. } => {
                 let (vocab, cols) = m.shape();
                 let list = ids.to_vec1::<u32>()?;
                 let mut rows = vec![0f32; list.len() * cols];

@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::GgmlDType;
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QTensor};
 use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
@@ -58,11 +60,46 @@ pub trait Format: Send + Sync + std::fmt::Debug + 'static {
     unsafe fn dot_tile(w_rows: &[&[u8]], acts: &[&[Self::Act]], out: &mut [f32]);
 }
 
+/// The GGML bytes of a matrix: owned, or those of a candle `QTensor` on the CPU (shared with
+/// candle's own kernels, no second copy).
+#[derive(Debug, Clone)]
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Shared(Arc<QTensor>),
+}
+
+impl Bytes {
+    /// The bytes of `tensor`, shared when candle lends them (CPU storage), else copied.
+    pub fn of(tensor: Arc<QTensor>) -> Result<Self> {
+        if matches!(tensor.data()?, Cow::Borrowed(_)) {
+            return Ok(Bytes::Shared(tensor));
+        }
+        Ok(Bytes::Owned(tensor.data()?.into_owned()))
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(t) => match t.data() {
+                Ok(Cow::Borrowed(b)) => b,
+                // `of` only shares tensors whose bytes are borrowed, which does not change.
+                _ => unreachable!("a shared QTensor lends its bytes"),
+            },
+        }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes::Owned(v)
+    }
+}
+
 /// A `(rows, cols)` weight matrix in GGML's block layout (row-major, `cols / BLOCK` blocks per
 /// row), for the kernels of format `F`.
 #[derive(Debug, Clone)]
 pub struct BlockMatrix<F: Format> {
-    data: Vec<u8>,
+    data: Bytes,
     rows: usize,
     cols: usize,
     _format: std::marker::PhantomData<F>,
@@ -93,10 +130,11 @@ impl SharedOut {
 /// The formats with our own kernels, as a packed matrix; `None` for any other type.
 pub fn pack(
     dtype: GgmlDType,
-    data: Vec<u8>,
+    data: impl Into<Bytes>,
     rows: usize,
     cols: usize,
 ) -> Result<Option<Arc<dyn PackedMatrix>>> {
+    let data = data.into();
     Ok(Some(match dtype {
         GgmlDType::Q4_1 => Arc::new(BlockMatrix::<q4_1::Q4_1>::new(data, rows, cols)?),
         GgmlDType::Q8_0 => Arc::new(BlockMatrix::<q8_0::Q8_0>::new(data, rows, cols)?),
@@ -108,7 +146,8 @@ pub fn pack(
 
 impl<F: Format> BlockMatrix<F> {
     /// Wrap GGML bytes of a `(rows, cols)` matrix of format `F`.
-    pub fn new(data: Vec<u8>, rows: usize, cols: usize) -> Result<Self> {
+    pub fn new(data: impl Into<Bytes>, rows: usize, cols: usize) -> Result<Self> {
+        let data = data.into();
         let bad = |problem: String| EngineError::InvalidRequest {
             field: F::NAME.to_lowercase(),
             problem,
@@ -120,10 +159,10 @@ impl<F: Format> BlockMatrix<F> {
             )));
         }
         let expected = rows * cols / F::BLOCK * F::BLOCK_BYTES;
-        if data.len() != expected {
+        if data.as_slice().len() != expected {
             return Err(bad(format!(
                 "{} bytes for a ({rows}, {cols}) matrix, expected {expected}",
-                data.len()
+                data.as_slice().len()
             )));
         }
         Ok(Self {
@@ -139,7 +178,7 @@ impl<F: Format> BlockMatrix<F> {
     }
 
     fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes()..(r + 1) * self.row_bytes()]
+        &self.data.as_slice()[r * self.row_bytes()..(r + 1) * self.row_bytes()]
     }
 }
 
@@ -179,7 +218,7 @@ impl<F: Format> PackedMatrix for BlockMatrix<F> {
         crate::pool::parallel_for(tasks, |range| {
             let first = range.start * ROWS_PER_TASK;
             let last = (range.end * ROWS_PER_TASK).min(self.rows);
-            let w_rows: Vec<&[u8]> = self.data[first * row_bytes..last * row_bytes]
+            let w_rows: Vec<&[u8]> = self.data.as_slice()[first * row_bytes..last * row_bytes]
                 .chunks_exact(row_bytes)
                 .collect();
             // SAFETY: tasks cover disjoint row ranges, so each thread writes its own
