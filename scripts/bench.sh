@@ -28,7 +28,7 @@ MODELS_DIR=.cache/bench-models
 ASSETS="${GUARDREASONER_TEST_ASSETS:-.cache/test-assets}"
 
 cargo build --release -q -p guardreasoner-engine --example bench --example verdict \
-  --example rows_cost --example bench_batch
+  --example rows_cost --example bench_batch --example kernels
 OURS="$CARGO_TARGET_DIR/release/examples/bench"
 EXAMPLES="$CARGO_TARGET_DIR/release/examples"
 DATA="${GUARDREASONER_DATA_DIR:-../shared/data/guardreasoner}"
@@ -114,6 +114,7 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "rows" =~ $BENCH_ONLY ]]; then
   } > "$RESULTS/rows.table"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/bench_batch" "$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" 64 1,4,8 \
     > "$RESULTS/batch.txt"
+  RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 2048 8192 10 > "$RESULTS/kernels.txt"
 fi
 
 CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
@@ -148,10 +149,13 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   fi
   echo "How the engine computes each type (see \`crates/engine/src/linear.rs\`): F16/BF16 weights stay"
   echo "half precision in memory and are widened exactly in registers by our decode kernel"
-  echo "(\`rowwise.rs\`; prefill widens them per call for candle's f32 GEMM); Q4_1 uses our kernel with"
-  echo "llama.cpp's arithmetic (\`q4_1.rs\`: activations rounded to Q8_1); Q8_0, Q4_K and Q6_K use"
-  echo "candle's quantized kernels with 8-bit activations, as llama.cpp does. Decode steps use our"
-  echo "fused attention over the KV cache (\`attention.rs\`). The pp/tg rows are plain decoding (no"
+  echo "(\`rowwise.rs\`; prefill widens them per call for candle's f32 GEMM). Q4_1, Q4_K and Q6_K use"
+  echo "our kernels (\`crates/engine/src/quant/\`: activations rounded to 8 bits per block and integer"
+  echo "sums as llama.cpp's AVX2 code does them) for passes of up to 16 rows (decode, batched decode,"
+  echo "speculative verification); longer passes (prefill) of Q4_K/Q6_K use candle's AVX-512 VNNI"
+  echo "GEMM on the same bytes, which is faster there. Q8_0 uses candle's VNNI kernel throughout on"
+  echo "this CPU (faster than ours; ours is used on CPUs without VNNI). Decode steps use our fused"
+  echo "attention over the KV cache (\`attention.rs\`). The pp/tg rows are plain decoding (no"
   echo "speculation), like llama.cpp's."
   echo
   echo "## One full guard verdict"
@@ -180,6 +184,15 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "| model | 1 row | 2 rows | 4 rows | 8 rows | 16 rows |"
   echo "|---|---:|---:|---:|---:|---:|"
   cat "$RESULTS/rows.table" 2>/dev/null
+  echo
+  echo "Our quantized kernels alone on the 1B shape's largest projection (\`ffn_down\`, 2048 x 8192),"
+  echo "random weights, median of 10 (\`examples/kernels.rs\`). The matrix is 9-18 MB, so repeated"
+  echo "products partly hit the 32 MB L3; one row is bound by memory, every further row by the"
+  echo "integer work of the products (each row costs 60-100% of the first one here):"
+  echo
+  echo '```'
+  cat "$RESULTS/kernels.txt" 2>/dev/null
+  echo '```'
   echo
   echo "Batched decoding, SmolLM2 Q4_1, 64 new tokens per sequence (\`examples/bench_batch.rs\`):"
   echo

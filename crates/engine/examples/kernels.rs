@@ -59,26 +59,6 @@ fn run() {
             }
         }
         let size = data.len();
-        // The machine's ceiling: the same bytes summed with the same threads.
-        let mut times: Vec<f64> = (0..reps)
-            .map(|_| {
-                use rayon::prelude::*;
-                let t = Instant::now();
-                let sum: u64 = data
-                    .par_chunks(1 << 16)
-                    .map(|c| c.iter().map(|&b| b as u64).sum::<u64>())
-                    .sum();
-                std::hint::black_box(sum);
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        println!(
-            "{:>5} bytes summed: {:7.3} ms, {:6.1} GB/s",
-            format!("{dtype:?}"),
-            times[reps / 2],
-            size as f64 / times[reps / 2] / 1e6
-        );
         let m = pack(dtype, data, rows, cols).unwrap().unwrap();
         for n in [1, 2, 4, 8, 16] {
             let x: Vec<f32> = (0..n * cols)

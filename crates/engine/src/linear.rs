@@ -85,8 +85,15 @@ impl Linear {
             let bytes = quant::Bytes::of(weight.clone())?;
             if let Some(matrix) = quant::pack(weight.dtype(), bytes, out_features, in_features)? {
                 let gemm = (weight.dtype() != GgmlDType::Q4_1 && candle_has_vnni())
-                    .then(|| QMatMul::from_arc(weight))
+                    .then(|| QMatMul::from_arc(weight.clone()))
                     .transpose()?;
+                if let Some(gemm) = &gemm {
+                    // candle repacks the weights for its GEMM on first use (seconds for a 1B
+                    // model): do it now, at load, rather than in the first prompt's time.
+                    let rows = rowwise::MAX_ROWS + 1;
+                    let probe = Tensor::zeros((rows, in_features), DType::F32, &weight.device())?;
+                    gemm.forward(&probe)?;
+                }
                 return Ok(Linear::Packed { matrix, gemm });
             }
         }

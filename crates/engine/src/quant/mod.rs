@@ -27,6 +27,7 @@ use crate::rowwise::simd_available;
 
 pub mod q4_1;
 pub mod q4_k;
+pub mod q4_k_x8;
 pub mod q6_k;
 pub mod q8_0;
 pub mod q8_k;
@@ -118,11 +119,11 @@ pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
 }
 
 /// The output buffer, shared by the threads of one product (each writes its own rows).
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 // SAFETY: only used for disjoint writes while the buffer outlives the parallel loop.
 unsafe impl Sync for SharedOut {}
 impl SharedOut {
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }
@@ -138,6 +139,9 @@ pub fn pack(
     Ok(Some(match dtype {
         GgmlDType::Q4_1 => Arc::new(BlockMatrix::<q4_1::Q4_1>::new(data, rows, cols)?),
         GgmlDType::Q8_0 => Arc::new(BlockMatrix::<q8_0::Q8_0>::new(data, rows, cols)?),
+        GgmlDType::Q4K if rows.is_multiple_of(q4_k_x8::ROWS) => {
+            Arc::new(q4_k_x8::Q4KInterleaved::new(data.as_slice(), rows, cols)?)
+        }
         GgmlDType::Q4K => Arc::new(BlockMatrix::<q4_k::Q4K>::new(data, rows, cols)?),
         GgmlDType::Q6K => Arc::new(BlockMatrix::<q6_k::Q6K>::new(data, rows, cols)?),
         _ => return Ok(None),
@@ -228,17 +232,22 @@ impl<F: Format> PackedMatrix for BlockMatrix<F> {
             };
             dot_rows::<F>(&w_rows, &acts, out_block, simd);
         });
-        if n == 1 {
-            return out_t;
-        }
-        let mut out = vec![0f32; n * self.rows];
-        for (j, column) in out_t.chunks_exact(n).enumerate() {
-            for (i, &v) in column.iter().enumerate() {
-                out[i * self.rows + j] = v;
-            }
-        }
-        out
+        transpose(out_t, self.rows, n)
     }
+}
+
+/// `(rows, n)` row-major -> `(n, rows)` row-major.
+pub(crate) fn transpose(out_t: Vec<f32>, rows: usize, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return out_t;
+    }
+    let mut out = vec![0f32; n * rows];
+    for (j, column) in out_t.chunks_exact(n).enumerate() {
+        for (i, &v) in column.iter().enumerate() {
+            out[i * rows + j] = v;
+        }
+    }
+    out
 }
 
 /// Most weight rows, and most activation rows, of one [`Format::dot_tile`] call.

@@ -19,7 +19,7 @@ pub struct Q4K;
 
 /// `(scales, mins)` of the eight sub-blocks (llama.cpp's `get_scale_min_k4`).
 #[inline(always)]
-fn scales_mins(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn scales_mins(q: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut m = [0u8; 8];
     for j in 0..4 {
