@@ -29,6 +29,7 @@ pub mod q4_1;
 pub mod q4_k;
 pub mod q4_k_x8;
 pub mod q6_k;
+pub mod q6_k_x8;
 pub mod q8_0;
 pub mod q8_k;
 
@@ -143,6 +144,9 @@ pub fn pack(
             Arc::new(q4_k_x8::Q4KInterleaved::new(data.as_slice(), rows, cols)?)
         }
         GgmlDType::Q4K => Arc::new(BlockMatrix::<q4_k::Q4K>::new(data, rows, cols)?),
+        GgmlDType::Q6K if rows.is_multiple_of(q6_k_x8::ROWS) => {
+            Arc::new(q6_k_x8::Q6KInterleaved::new(data.as_slice(), rows, cols)?)
+        }
         GgmlDType::Q6K => Arc::new(BlockMatrix::<q6_k::Q6K>::new(data, rows, cols)?),
         _ => return Ok(None),
     }))
