@@ -2,7 +2,7 @@
 //! `(ROWS, COLS)` matrix of each format, for 1 to 16 activation rows.
 //!
 //! `cargo run --release -p guardreasoner-engine --example kernels -- [ROWS=8192] [COLS=2048]
-//!  [REPS=20]`; threads: `RAYON_NUM_THREADS`. Prints the median ms per product and the weight
+//!  [REPS=20]`; threads: `RAYON_NUM_THREADS` (or `CANDLE_NUM_THREADS`). Prints the median ms per product and the weight
 //! bytes read per second.
 
 use std::time::Instant;
@@ -11,17 +11,6 @@ use candle_core::quantized::GgmlDType;
 use guardreasoner_engine::quant::pack;
 
 fn main() {
-    if std::env::var_os("OUTSIDE_POOL").is_some() {
-        run();
-    } else {
-        rayon::ThreadPoolBuilder::new()
-            .build()
-            .unwrap()
-            .install(run);
-    }
-}
-
-fn run() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("numeric arguments"))

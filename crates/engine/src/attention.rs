@@ -11,8 +11,6 @@
 //!
 //! Prefill chunks (more than [`crate::rowwise::MAX_ROWS`] rows) keep candle's matrix products.
 
-use rayon::prelude::*;
-
 use crate::rowwise::dots_f32;
 
 /// Sizes of one attention call.
@@ -54,17 +52,14 @@ pub(crate) fn attend_rows(
     assert!(start_pos + rows <= capacity, "rows end past the cache");
     let group = n_heads / n_kv_heads;
     let mut out = vec![0f32; rows * n_heads * hd];
-    out.par_chunks_mut(hd)
-        .enumerate()
-        .with_min_len(4)
-        .for_each(|(item, out)| {
-            let (row, head) = (item / n_heads, item % n_heads);
-            let kv = head / group;
-            let query = &q[(head * rows + row) * hd..][..hd];
-            let keys = &k[kv * capacity * hd..][..capacity * hd];
-            let values = &v[kv * capacity * hd..][..capacity * hd];
-            one_row(query, keys, values, hd, start_pos + row + 1, scale, out);
-        });
+    crate::pool::for_each_chunk_mut(&mut out, hd, |item, out| {
+        let (row, head) = (item / n_heads, item % n_heads);
+        let kv = head / group;
+        let query = &q[(head * rows + row) * hd..][..hd];
+        let keys = &k[kv * capacity * hd..][..capacity * hd];
+        let values = &v[kv * capacity * hd..][..capacity * hd];
+        one_row(query, keys, values, hd, start_pos + row + 1, scale, out);
+    });
     out
 }
 

@@ -46,6 +46,13 @@ fn candle_has_vnni() -> bool {
     false
 }
 
+/// Whether candle's repacked VNNI kernels take a `(rows, cols)` K-quant or Q8_0 matrix: they
+/// need the CPU feature, rows in tiles of 16 and whole 256-value blocks per row (candle's
+/// `repack_x86::select`); otherwise candle falls back to one row at a time.
+fn candle_repacks(rows: usize, cols: usize) -> bool {
+    candle_has_vnni() && rows.is_multiple_of(16) && cols.is_multiple_of(256)
+}
+
 /// A `(out_features, in_features)` weight matrix, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -80,13 +87,14 @@ impl Linear {
         let (out_features, in_features) = weight.shape().dims2()?;
         if weight.device().is_cpu()
             && !DEQUANTIZE_AT_LOAD.contains(&weight.dtype())
-            && !(weight.dtype() == GgmlDType::Q8_0 && candle_has_vnni())
+            && !(weight.dtype() == GgmlDType::Q8_0 && candle_repacks(out_features, in_features))
         {
             let bytes = quant::Bytes::of(weight.clone())?;
             if let Some(matrix) = quant::pack(weight.dtype(), bytes, out_features, in_features)? {
-                let gemm = (weight.dtype() != GgmlDType::Q4_1 && candle_has_vnni())
-                    .then(|| QMatMul::from_arc(weight.clone()))
-                    .transpose()?;
+                let gemm = (weight.dtype() != GgmlDType::Q4_1
+                    && candle_repacks(out_features, in_features))
+                .then(|| QMatMul::from_arc(weight.clone()))
+                .transpose()?;
                 if let Some(gemm) = &gemm {
                     // candle repacks the weights for its GEMM on first use (seconds for a 1B
                     // model): do it now, at load, rather than in the first prompt's time.

@@ -21,7 +21,6 @@ use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
-use crate::pool::on_pool;
 use crate::rope::{RopeLayout, RotaryEmbedding};
 use crate::rowwise;
 
@@ -200,15 +199,13 @@ impl Llama {
     /// from `cache` and writing these ones into it. Returns logits `(seq, vocab)` f32 for every
     /// position.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, start_pos: usize) -> Result<Tensor> {
-        on_pool(|| {
-            let hidden = self.forward_hidden(tokens, cache, start_pos)?;
-            self.logits(&hidden)
-        })
+        let hidden = self.forward_hidden(tokens, cache, start_pos)?;
+        self.logits(&hidden)
     }
 
     /// Output projection: final hidden states `(seq, hidden)` -> logits `(seq, vocab)` f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        on_pool(|| self.lm_head.forward(hidden))
+        self.lm_head.forward(hidden)
     }
 
     /// Logits `(vocab)` of the last row of final hidden states `(seq, hidden)`.
@@ -221,15 +218,6 @@ impl Llama {
     /// Like [`Self::forward`] but stops before `lm_head`: final-normed hidden states
     /// `(seq, hidden)` f32 for every position.
     pub fn forward_hidden(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        start_pos: usize,
-    ) -> Result<Tensor> {
-        on_pool(|| self.forward_hidden_here(tokens, cache, start_pos))
-    }
-
-    fn forward_hidden_here(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
@@ -366,15 +354,6 @@ impl Llama {
     /// `forward(&[tokens[b]], caches[b], positions[b])` exactly for dense weights (see
     /// [`crate::rowwise`]) and for GGML-quantized ones (their kernel works row by row).
     pub fn forward_batch(
-        &self,
-        tokens: &[u32],
-        caches: &mut [&mut KvCache],
-        positions: &[usize],
-    ) -> Result<Tensor> {
-        on_pool(|| self.forward_batch_here(tokens, caches, positions))
-    }
-
-    fn forward_batch_here(
         &self,
         tokens: &[u32],
         caches: &mut [&mut KvCache],

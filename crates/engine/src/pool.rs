@@ -1,29 +1,45 @@
-//! The engine's CPU threads.
+//! The engine's CPU threads: candle's persistent pool, for our kernels and candle's alike.
 //!
-//! Two pools run our kernels. The quantized products ([`crate::quant`]) split their rows
-//! over candle's persistent pool ([`parallel_for`]), which candle's own quantized kernels
-//! use too: one set of threads for all of them (two pools that both spin while waiting for
-//! work fight over a small machine's cores). The dense decode products and the attention
-//! split theirs over rayon's global pool. Called from a thread outside that pool, each split
-//! is a job handed to the pool and a wait for its completion (a wake-up and a sleep, tens of
-//! microseconds each time on a small machine, many times per token); a forward pass
-//! therefore moves onto a rayon thread once ([`on_pool`]), and the splits inside it start at
-//! once on that thread. Threads: `RAYON_NUM_THREADS` for both (default: one per core).
+//! Our kernels (quantized and dense decode products, attention, widening) split their work
+//! over candle's barrier pool, which candle's own CPU kernels use: one set of threads for
+//! everything. The calling thread works too, and idle threads spin briefly before parking, so
+//! a split costs microseconds (rayon, used before, handed each split from the calling thread
+//! to its pool and waited, tens of microseconds a time, and its spinning threads competed
+//! with candle's for a small machine's cores). Threads: `CANDLE_NUM_THREADS`, else
+//! `RAYON_NUM_THREADS`, else one per physical core.
 
-/// Run `f` on a thread of rayon's global pool: inline when the caller is already one,
-/// otherwise handed to the pool while the caller waits.
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
-    rayon::scope(|_| f())
+/// `f(i, chunk)` for every `chunk_len`-element chunk of `out` (the last may be shorter),
+/// spread over the pool's threads.
+pub fn for_each_chunk_mut<T: Send>(
+    out: &mut [T],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    assert!(chunk_len > 0, "empty chunks");
+    let len = out.len();
+    let chunks = len.div_ceil(chunk_len);
+    let base = SendPtr(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(chunks, |range| {
+        for i in range {
+            let start = i * chunk_len;
+            let n = chunk_len.min(len - start);
+            // SAFETY: chunk `i` is `out[start..start + n]`, inside `out`, and every chunk goes
+            // to exactly one call, so no two threads touch the same element; `out` is borrowed
+            // mutably for the whole call.
+            let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), n) };
+            f(i, chunk);
+        }
+    });
 }
 
-/// `f(range)` over `0..n_items` split in chunks over candle's persistent CPU pool (the
-/// caller works too; idle threads spin briefly, then park), so that our kernels and candle's
-/// share one set of threads. Threads: `CANDLE_NUM_THREADS`, else `RAYON_NUM_THREADS`.
-pub fn parallel_for(n_items: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    candle_core::utils::barrier_pool().execute_chunked(n_items, f);
+/// A pointer the pool's threads may share (each writes its own disjoint chunk).
+struct SendPtr<T>(*mut T);
+// SAFETY: only used by `for_each_chunk_mut`, whose chunks are disjoint and outlive the call.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -31,16 +47,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runs_on_a_pool_thread_and_returns_the_value() {
-        assert_eq!(rayon::current_thread_index(), None);
-        let (index, value) = on_pool(|| (rayon::current_thread_index(), 41 + 1));
-        assert!(index.is_some());
-        assert_eq!(value, 42);
-        // Nested: stays on the same thread.
-        let nested = on_pool(|| {
-            let outer = rayon::current_thread_index();
-            on_pool(|| rayon::current_thread_index() == outer)
-        });
-        assert!(nested);
+    fn every_chunk_is_visited_once_with_its_index() {
+        for (len, chunk) in [(0usize, 3usize), (1, 3), (10, 3), (12, 4), (1000, 7)] {
+            let mut out = vec![usize::MAX; len];
+            for_each_chunk_mut(&mut out, chunk, |i, c| {
+                assert!(c.len() <= chunk && !c.is_empty());
+                for (k, v) in c.iter_mut().enumerate() {
+                    assert_eq!(*v, usize::MAX, "visited twice");
+                    *v = i * chunk + k;
+                }
+            });
+            assert_eq!(out, (0..len).collect::<Vec<_>>());
+        }
     }
 }

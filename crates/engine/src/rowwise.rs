@@ -7,7 +7,7 @@
 //! ulps, enough to flip a greedy argmax somewhere in a few hundred tokens of reasoning. Here each
 //! output is `dot(x_i, w_j)` with one fixed lane split and reduction order whatever the batch,
 //! each weight row is read from memory once per call for all rows (the point of batching), and
-//! blocks of weight rows are spread over rayon's threads.
+//! blocks of weight rows are spread over the engine's threads ([`crate::pool`]).
 //!
 //! Invariant: row `i` of [`forward`]`(x, w)` equals [`forward`]`(x[i..i+1], w)` bit for bit on
 //! a given machine (the FMA path is chosen once per process by CPU feature detection). The
@@ -15,7 +15,6 @@
 
 use candle_core::{CpuStorage, Storage, Tensor};
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use crate::error::Result;
 
@@ -25,7 +24,7 @@ pub const MAX_ROWS: usize = 16;
 /// Independent accumulators per dot product (four AVX registers of eight lanes).
 const LANES: usize = 32;
 
-/// Weight rows per rayon task: large enough to amortise scheduling, small enough to balance.
+/// Weight rows per task: large enough to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 16;
 
 /// `x (rows, in)` f32 times `w (out, in)` transposed -> `(rows, out)` f32, or `None` when the
@@ -91,9 +90,10 @@ pub fn widen(w: &Tensor) -> Result<Option<Tensor>> {
     };
     fn par_widen<W: Weight>(src: &[W]) -> Vec<f32> {
         let mut out = vec![0f32; src.len()];
-        out.par_chunks_mut(1 << 16)
-            .zip(src.par_chunks(1 << 16))
-            .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, s)| *o = s.to_f32()));
+        crate::pool::for_each_chunk_mut(&mut out, 1 << 16, |i, o| {
+            let s = &src[i << 16..];
+            o.iter_mut().zip(s).for_each(|(o, s)| *o = s.to_f32());
+        });
         out
     }
     let values = match cpu {
@@ -162,23 +162,22 @@ impl Weight for f16 {
 }
 
 /// All products, transposed: `out_t[j * rows + i] = dot(x_i, w_j)`, weight blocks spread over
-/// rayon's threads.
+/// the engine's threads.
 fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
     let rows = x.len() / in_features;
     let out_features = w.len() / in_features;
     let mut out_t = vec![0f32; out_features * rows];
     let use_fma = simd_available();
-    out_t
-        .par_chunks_mut(ROWS_PER_TASK * rows)
-        .zip(w.par_chunks(ROWS_PER_TASK * in_features))
-        .for_each(|(out_block, w_block)| {
-            if use_fma {
-                block_fma(x, in_features, w_block, out_block);
-            } else {
-                let widened: Vec<f32> = w_block.iter().map(|v| v.to_f32()).collect();
-                block(x, in_features, &widened, out_block, |a, b, c| a * b + c);
-            }
-        });
+    let task_weights = ROWS_PER_TASK * in_features;
+    crate::pool::for_each_chunk_mut(&mut out_t, ROWS_PER_TASK * rows, |i, out_block| {
+        let w_block = &w[i * task_weights..((i + 1) * task_weights).min(w.len())];
+        if use_fma {
+            block_fma(x, in_features, w_block, out_block);
+        } else {
+            let widened: Vec<f32> = w_block.iter().map(|v| v.to_f32()).collect();
+            block(x, in_features, &widened, out_block, |a, b, c| a * b + c);
+        }
+    });
     out_t
 }
 

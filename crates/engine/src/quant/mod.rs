@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
 use crate::rowwise::simd_available;
@@ -119,16 +118,6 @@ pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32>;
 }
 
-/// The output buffer, shared by the threads of one product (each writes its own rows).
-pub(crate) struct SharedOut(pub(crate) *mut f32);
-// SAFETY: only used for disjoint writes while the buffer outlives the parallel loop.
-unsafe impl Sync for SharedOut {}
-impl SharedOut {
-    pub(crate) fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// The formats with our own kernels, as a packed matrix; `None` for any other type.
 pub fn pack(
     dtype: GgmlDType,
@@ -211,29 +200,18 @@ impl<F: Format> PackedMatrix for BlockMatrix<F> {
 
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
-        let acts: Vec<Vec<F::Act>> = if n > 1 {
-            x.par_chunks_exact(self.cols).map(F::quantize).collect()
-        } else {
-            vec![F::quantize(x)]
-        };
+        let acts: Vec<Vec<F::Act>> = x.chunks_exact(self.cols).map(F::quantize).collect();
         // Transposed output (rows, n): each task owns a run of weight rows.
         const ROWS_PER_TASK: usize = 8;
         let row_bytes = self.row_bytes();
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n];
-        let tasks = self.rows.div_ceil(ROWS_PER_TASK);
-        let out_ptr = SharedOut(out_t.as_mut_ptr());
-        crate::pool::parallel_for(tasks, |range| {
-            let first = range.start * ROWS_PER_TASK;
-            let last = (range.end * ROWS_PER_TASK).min(self.rows);
+        crate::pool::for_each_chunk_mut(&mut out_t, ROWS_PER_TASK * n, |i, out_block| {
+            let first = i * ROWS_PER_TASK;
+            let last = (first + ROWS_PER_TASK).min(self.rows);
             let w_rows: Vec<&[u8]> = self.data.as_slice()[first * row_bytes..last * row_bytes]
                 .chunks_exact(row_bytes)
                 .collect();
-            // SAFETY: tasks cover disjoint row ranges, so each thread writes its own
-            // `out_t[first * n..last * n]`, inside the buffer.
-            let out_block = unsafe {
-                std::slice::from_raw_parts_mut(out_ptr.get().add(first * n), (last - first) * n)
-            };
             dot_rows::<F>(&w_rows, &acts, out_block, simd);
         });
         transpose(out_t, self.rows, n)

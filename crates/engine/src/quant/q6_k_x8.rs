@@ -172,20 +172,12 @@ impl PackedMatrix for Q6KInterleaved {
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
         let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(self.cols).map(q8_k::quantize).collect();
-        let groups = self.rows / ROWS;
         let group_bytes = self.blocks() * TILE_BYTES;
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
-        let out_ptr = super::SharedOut(out_t.as_mut_ptr());
-        crate::pool::parallel_for(groups, |range| {
-            for group in range {
-                // SAFETY: each group writes only its own 8 rows of `out_t`.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.get().add(group * ROWS * n), ROWS * n)
-                };
-                let tiles = &self.tiles[group * group_bytes..(group + 1) * group_bytes];
-                group_products(self, group, tiles, &acts, out, simd);
-            }
+        crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
+            let tiles = &self.tiles[group * group_bytes..(group + 1) * group_bytes];
+            group_products(self, group, tiles, &acts, out, simd);
         });
         super::transpose(out_t, self.rows, n)
     }
