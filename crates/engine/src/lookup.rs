@@ -20,17 +20,19 @@ pub struct PromptLookup {
     pub min_ngram: usize,
 }
 
-/// Short drafts behind long matches. A verification row is not free on a small CPU (a 1B
-/// Q4_K_M pass of 2 rows costs ~1.5x one row on 2 cores), so the default proposes at most 3
-/// tokens and only after a match of at least 4: replaying the released GuardReasoner-1B
-/// outputs (`examples/verdict.rs`, docs/BENCHMARKS.md) this gave the lowest time per token
-/// among the settings tried; long drafts after short matches were slower than no drafts.
+/// One drafted token after a match of 2 or more. A verification row is not free on a small
+/// CPU (a 1B Q4_K_M pass of 2 rows costs ~1.2x one row on 2 cores, 3 rows ~1.7x), so the
+/// default proposes a single token: pricing the released GuardReasoner-1B outputs (240 of
+/// them, 65k tokens) with those pass costs (`examples/draft_sim.rs`, docs/BENCHMARKS.md), it
+/// gave the lowest decode time of the settings tried (0.87x plain; 3 tokens after a match
+/// of 4, the earlier default, 0.97x). Machines with more cores pay less per row and gain from
+/// longer drafts.
 impl Default for PromptLookup {
     fn default() -> Self {
         Self {
-            max_draft: 3,
+            max_draft: 1,
             max_ngram: 8,
-            min_ngram: 4,
+            min_ngram: 2,
         }
     }
 }
