@@ -73,9 +73,23 @@ impl Q6KInterleaved {
             for r in 0..ROWS {
                 let at = (group * ROWS + r) * row_bytes + b * Q6K::BLOCK_BYTES;
                 let raw = &data[at..at + Q6K::BLOCK_BYTES];
-                for (to, from) in tile_map(r) {
-                    tile[to] = raw[from];
+                // Runs of four bytes (ql, qh), then the scales and d.
+                for h in 0..2 {
+                    for g in 0..8 {
+                        for s in 0..2 {
+                            let to = QL + (((h * 2 + s) * 8 + g) * ROWS + r) * 4;
+                            let from = ql_at(h, s, g, 0);
+                            tile[to..to + 4].copy_from_slice(&raw[from..from + 4]);
+                        }
+                        let to = QH + ((h * 8 + g) * ROWS + r) * 4;
+                        let from = qh_at(h, g, 0);
+                        tile[to..to + 4].copy_from_slice(&raw[from..from + 4]);
+                    }
                 }
+                for sub in 0..16 {
+                    tile[SC + ((sub / 2) * ROWS + r) * 2 + sub % 2] = raw[192 + sub];
+                }
+                tile[D + 2 * r..D + 2 * r + 2].copy_from_slice(&raw[208..210]);
             }
         }
         Ok(Self { tiles, rows, cols })
