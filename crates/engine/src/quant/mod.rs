@@ -24,6 +24,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use crate::error::{EngineError, Result};
 use crate::rowwise::simd_available;
 
+pub mod interleaved;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q4_k_x8;
@@ -129,13 +130,13 @@ pub fn pack(
     Ok(Some(match dtype {
         GgmlDType::Q4_1 => Arc::new(BlockMatrix::<q4_1::Q4_1>::new(data, rows, cols)?),
         GgmlDType::Q8_0 => Arc::new(BlockMatrix::<q8_0::Q8_0>::new(data, rows, cols)?),
-        GgmlDType::Q4K if rows.is_multiple_of(q4_k_x8::ROWS) => {
-            Arc::new(q4_k_x8::Q4KInterleaved::new(data.as_slice(), rows, cols)?)
-        }
+        GgmlDType::Q4K if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
+            interleaved::Interleaved::<q4_k_x8::Q4KTiles>::new(data.as_slice(), rows, cols)?,
+        ),
         GgmlDType::Q4K => Arc::new(BlockMatrix::<q4_k::Q4K>::new(data, rows, cols)?),
-        GgmlDType::Q6K if rows.is_multiple_of(q6_k_x8::ROWS) => {
-            Arc::new(q6_k_x8::Q6KInterleaved::new(data.as_slice(), rows, cols)?)
-        }
+        GgmlDType::Q6K if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
+            interleaved::Interleaved::<q6_k_x8::Q6KTiles>::new(data.as_slice(), rows, cols)?,
+        ),
         GgmlDType::Q6K => Arc::new(BlockMatrix::<q6_k::Q6K>::new(data, rows, cols)?),
         _ => return Ok(None),
     }))

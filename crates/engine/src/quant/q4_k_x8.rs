@@ -1,31 +1,20 @@
-//! Q4_K weights of eight rows interleaved, for decode-sized products with fewer instructions
-//! per weight than the plain layout.
+//! Q4_K in tiles of eight rows ([`super::interleaved`]).
 //!
-//! In the plain layout ([`super::q4_k`], llama.cpp's `ggml_vec_dot_q4_K_q8_K`) every weight
-//! row is a separate dot product: its scales are unpacked, its partial sums reduced across
-//! lanes and its activations loaded again for each row. Here eight rows are stored together
-//! (as llama.cpp's repacked `q4_K_8x8` does, in our own layout): a 32-byte load holds four
-//! consecutive nibble pairs of each of the eight rows, the four activation bytes they meet are
-//! broadcast to all lanes, and each 32-bit lane accumulates one row. Scales and mins are
-//! stored per sub-block for the eight rows, `d` and `dmin` as f16; a tile is 1184 bytes
-//! against 1152 for eight plain blocks.
+//! A tile (1184 bytes against 1152 for eight plain blocks): the eight f16 `d` and `dmin`, the
+//! sub-block scales and mins as bytes (`[sub][row]`, and `[pair][row][2]` for the mins), and
+//! the nibbles in runs of four bytes per row, `[chunk][group][row][4]`, so a 32-byte load holds
+//! four nibble pairs of each row: low nibbles of sub-block `2 * chunk`, high ones of `2 * chunk
+//! + 1`, as in the plain block.
 //!
 //! Arithmetic, per row and block: `sumi = sum_sub(scale * sum(q4 * q8))` and
 //! `summ = sum_sub(min * sum(q8))` are exact integers; `acc = fma(d_x * d, sumi, acc)` and
-//! `acc_m = fma(-d_x * dmin, summ, acc_m)` in f32, the result `acc + acc_m`. The SIMD kernel
-//! and the portable code do exactly these operations (lane `r` is row `r`), so they agree bit
-//! for bit, and a row's result depends on nothing else in the pass.
+//! `acc_m = fma(-d_x * dmin, summ, acc_m)` in f32, the result `acc + acc_m`.
 
 use half::f16;
 
+use super::interleaved::{RowTiles, ROWS};
 use super::q4_k::{scales_mins, Q4K};
-use super::q8_k::{self, Q8KBlock, QK_K};
-use super::{Format, PackedMatrix};
-use crate::error::{EngineError, Result};
-use crate::rowwise::simd_available;
-
-/// Rows per tile.
-pub const ROWS: usize = 8;
+use super::q8_k::Q8KBlock;
 const D: usize = 0; // f16 [8]
 const DMIN: usize = 16; // f16 [8]
 const SC: usize = 32; // u8 [sub 8][row 8]
@@ -34,70 +23,32 @@ const QS: usize = 160; // u8 [chunk 4][group 8][row 8][4]
 /// Bytes of one tile: one block of 256 weights of each of 8 rows.
 pub const TILE_BYTES: usize = 1184;
 
-/// A Q4_K matrix whose row count is a multiple of 8, in tiles of 8 rows.
-#[derive(Debug, Clone)]
-pub struct Q4KInterleaved {
-    tiles: Vec<u8>,
-    rows: usize,
-    cols: usize,
-}
+/// Q4_K, eight rows to a tile.
+#[derive(Debug, Clone, Copy)]
+pub struct Q4KTiles;
 
-impl Q4KInterleaved {
-    /// Interleave plain GGML Q4_K bytes of a `(rows, cols)` matrix; `rows` a multiple of 8.
-    pub fn new(data: &[u8], rows: usize, cols: usize) -> Result<Self> {
-        let bad = |problem: String| EngineError::InvalidRequest {
-            field: "q4_k".into(),
-            problem,
-        };
-        if !cols.is_multiple_of(QK_K) || !rows.is_multiple_of(ROWS) {
-            return Err(bad(format!(
-                "a ({rows}, {cols}) matrix cannot be interleaved (rows a multiple of {ROWS}, \
-                 columns of {QK_K})"
-            )));
+impl RowTiles for Q4KTiles {
+    type Plain = Q4K;
+    const TILE_BYTES: usize = TILE_BYTES;
+
+    fn interleave(tile: &mut [u8], r: usize, raw: &[u8]) {
+        tile[D + 2 * r..D + 2 * r + 2].copy_from_slice(&raw[0..2]);
+        tile[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&raw[2..4]);
+        let (sc, m) = scales_mins(&raw[4..16]);
+        for sub in 0..8 {
+            tile[SC + sub * ROWS + r] = sc[sub];
+            tile[MN + (sub / 2) * 16 + r * 2 + sub % 2] = m[sub];
         }
-        let blocks = cols / QK_K;
-        let row_bytes = blocks * Q4K::BLOCK_BYTES;
-        if data.len() != rows * row_bytes {
-            return Err(bad(format!(
-                "{} bytes for a ({rows}, {cols}) matrix, expected {}",
-                data.len(),
-                rows * row_bytes
-            )));
-        }
-        let mut tiles = vec![0u8; rows / ROWS * blocks * TILE_BYTES];
-        for (t, tile) in tiles.chunks_exact_mut(TILE_BYTES).enumerate() {
-            let (group, b) = (t / blocks, t % blocks);
-            for r in 0..ROWS {
-                let at = (group * ROWS + r) * row_bytes + b * Q4K::BLOCK_BYTES;
-                let raw = &data[at..at + Q4K::BLOCK_BYTES];
-                tile[D + 2 * r..D + 2 * r + 2].copy_from_slice(&raw[0..2]);
-                tile[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&raw[2..4]);
-                let (sc, m) = scales_mins(&raw[4..16]);
-                for sub in 0..8 {
-                    tile[SC + sub * ROWS + r] = sc[sub];
-                    tile[MN + (sub / 2) * 16 + r * 2 + sub % 2] = m[sub];
-                }
-                for c in 0..4 {
-                    for g in 0..8 {
-                        let to = QS + ((c * 8 + g) * ROWS + r) * 4;
-                        let from = 16 + 32 * c + 4 * g;
-                        tile[to..to + 4].copy_from_slice(&raw[from..from + 4]);
-                    }
-                }
+        for c in 0..4 {
+            for g in 0..8 {
+                let to = QS + ((c * 8 + g) * ROWS + r) * 4;
+                let from = 16 + 32 * c + 4 * g;
+                tile[to..to + 4].copy_from_slice(&raw[from..from + 4]);
             }
         }
-        Ok(Self { tiles, rows, cols })
     }
 
-    fn blocks(&self) -> usize {
-        self.cols / QK_K
-    }
-
-    /// The plain 144-byte Q4_K block `b` of row `r`, rebuilt from its tile.
-    fn plain_block(&self, r: usize, b: usize) -> [u8; 144] {
-        let (group, lane) = (r / ROWS, r % ROWS);
-        let tile = &self.tiles[(group * self.blocks() + b) * TILE_BYTES..][..TILE_BYTES];
-        let mut raw = [0u8; 144];
+    fn plain_block(tile: &[u8], lane: usize, raw: &mut [u8]) {
         raw[0..2].copy_from_slice(&tile[D + 2 * lane..D + 2 * lane + 2]);
         raw[2..4].copy_from_slice(&tile[DMIN + 2 * lane..DMIN + 2 * lane + 2]);
         let sc: [u8; 8] = std::array::from_fn(|sub| tile[SC + sub * ROWS + lane]);
@@ -113,15 +64,11 @@ impl Q4KInterleaved {
                 raw[16 + 32 * c + 4 * g..][..4].copy_from_slice(&tile[from..from + 4]);
             }
         }
-        raw
     }
 
-    /// Portable dot product of row `r` and one activation row (the module's arithmetic).
-    fn dot(&self, r: usize, a: &[Q8KBlock]) -> f32 {
-        let (group, lane) = (r / ROWS, r % ROWS);
+    fn dot(tiles: &[u8], lane: usize, a: &[Q8KBlock]) -> f32 {
         let (mut acc, mut acc_m) = (0f32, 0f32);
-        for (b, y) in a.iter().enumerate() {
-            let tile = &self.tiles[(group * self.blocks() + b) * TILE_BYTES..][..TILE_BYTES];
+        for (tile, y) in tiles.chunks_exact(TILE_BYTES).zip(a) {
             let half = |at: usize| f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32();
             let (dw, dminw) = (half(D + 2 * lane), half(DMIN + 2 * lane));
             let mut sumi = 0i32;
@@ -147,71 +94,17 @@ impl Q4KInterleaved {
         }
         acc + acc_m
     }
-}
 
-impl PackedMatrix for Q4KInterleaved {
-    fn format(&self) -> &'static str {
-        "Q4_K"
-    }
-
-    fn shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
-    }
-
-    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        for (b, out) in out.chunks_exact_mut(QK_K).enumerate() {
-            Q4K::dequantize_block(&self.plain_block(r, b), out);
-        }
-    }
-
-    fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
-        assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
-        let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(self.cols).map(q8_k::quantize).collect();
-        let group_bytes = self.blocks() * TILE_BYTES;
-        let simd = simd_available();
-        let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
-        crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
-            let tiles = &self.tiles[group * group_bytes..(group + 1) * group_bytes];
-            group_products(self, group, tiles, &acts, out, simd);
-        });
-        super::transpose(out_t, self.rows, n)
-    }
-}
-
-/// `out[r * n + a]` for the 8 rows of `group` and every activation row.
-fn group_products(
-    m: &Q4KInterleaved,
-    group: usize,
-    tiles: &[u8],
-    acts: &[Vec<Q8KBlock>],
-    out: &mut [f32],
-    simd: bool,
-) {
-    let n = acts.len();
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        for (a0, pair) in acts.chunks(2).enumerate().map(|(i, p)| (2 * i, p)) {
-            // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
-            let lanes: Vec<[f32; ROWS]> = unsafe {
-                match pair {
-                    [a] => avx2::tile::<1>(tiles, [a]).to_vec(),
-                    [a, b] => avx2::tile::<2>(tiles, [a, b]).to_vec(),
-                    _ => unreachable!(),
-                }
-            };
-            for (j, lane) in lanes.iter().enumerate() {
-                for (r, &v) in lane.iter().enumerate() {
-                    out[r * n + a0 + j] = v;
-                }
-            }
-        }
-        return;
+    unsafe fn rows_1(tiles: &[u8], a: &[Q8KBlock]) -> [f32; ROWS] {
+        // SAFETY: the caller checked AVX2, FMA and F16C.
+        unsafe { avx2::tile::<1>(tiles, [a])[0] }
     }
-    let _ = (simd, tiles);
-    for r in 0..ROWS {
-        for (j, a) in acts.iter().enumerate() {
-            out[r * n + j] = m.dot(group * ROWS + r, a);
-        }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_2(tiles: &[u8], a: &[Q8KBlock], b: &[Q8KBlock]) -> [[f32; ROWS]; 2] {
+        // SAFETY: the caller checked AVX2, FMA and F16C.
+        unsafe { avx2::tile::<2>(tiles, [a, b]) }
     }
 }
 
@@ -223,7 +116,7 @@ mod avx2 {
 
     /// The 8 rows of one group of tiles times `A` activation rows: `[activation][row]`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn tile<const A: usize>(tiles: &[u8], a: [&Vec<Q8KBlock>; A]) -> [[f32; ROWS]; A] {
+    pub(super) fn tile<const A: usize>(tiles: &[u8], a: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
         let blocks = tiles.len() / TILE_BYTES;
         assert!(a.iter().all(|r| r.len() == blocks));
         let m4 = _mm256_set1_epi8(0x0F);
@@ -302,67 +195,28 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::interleaved::testing;
     use super::super::q4_k::tests::random_q4_k;
-    use super::super::BlockMatrix;
     use super::*;
-    use crate::test_support::random;
 
     #[test]
     fn rows_rebuild_the_plain_blocks() {
-        let (rows, cols) = (16, 512);
-        let data = random_q4_k(rows, cols, 7);
-        let m = Q4KInterleaved::new(&data, rows, cols).unwrap();
-        let row_bytes = cols / QK_K * 144;
-        for r in 0..rows {
-            for b in 0..cols / QK_K {
-                let plain = &data[r * row_bytes + b * 144..][..144];
-                // The scale bytes may differ in bits the unpacking ignores; compare unpacked.
-                let rebuilt = m.plain_block(r, b);
-                assert_eq!(rebuilt[..4], plain[..4]);
-                assert_eq!(scales_mins(&rebuilt[4..16]), scales_mins(&plain[4..16]));
-                assert_eq!(rebuilt[16..], plain[16..]);
-            }
-        }
+        // The scale bytes may differ in bits the unpacking ignores; compare them unpacked.
+        let same = |a: &[u8], b: &[u8]| {
+            a[..4] == b[..4]
+                && scales_mins(&a[4..16]) == scales_mins(&b[4..16])
+                && a[16..] == b[16..]
+        };
+        testing::rows_rebuild_the_plain_blocks::<Q4KTiles>(&random_q4_k(16, 512, 7), 16, 512, same);
     }
 
     #[test]
     fn products_match_the_plain_layout_and_simd_equals_portable() {
-        let (rows, cols, n) = (24, 768, 5);
-        let data = random_q4_k(rows, cols, 9);
-        let m = Q4KInterleaved::new(&data, rows, cols).unwrap();
-        let plain = BlockMatrix::<Q4K>::new(data, rows, cols).unwrap();
-        let x = random(n * cols, 10);
-        let ours = m.matmul_t(&x, n);
-        let theirs = plain.matmul_t(&x, n);
-        let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(cols).map(q8_k::quantize).collect();
-        for i in 0..n {
-            for r in 0..rows {
-                let (a, b) = (ours[i * rows + r], theirs[i * rows + r]);
-                // Same integers, float steps in another order.
-                assert!(
-                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                    "({i}, {r}): {a} vs {b}"
-                );
-                assert_eq!(a.to_bits(), m.dot(r, &acts[i]).to_bits(), "({i}, {r})");
-            }
-        }
-        // A row's product is the same alone and in a batch of any size.
-        for k in 1..=n {
-            assert_eq!(m.matmul_t(&x[..k * cols], k)[..], ours[..k * rows]);
-        }
-        let mut deq = vec![f32::NAN; cols];
-        let mut want = vec![f32::NAN; cols];
-        for r in 0..rows {
-            m.dequantize_row(r, &mut deq);
-            plain.dequantize_row(r, &mut want);
-            assert_eq!(deq, want, "row {r}");
-        }
+        testing::products_match_the_plain_layout::<Q4KTiles>(random_q4_k(24, 768, 9), 24, 768);
     }
 
     #[test]
     fn shapes_it_cannot_tile_are_errors() {
-        let data = random_q4_k(12, 256, 1);
-        assert!(Q4KInterleaved::new(&data, 12, 256).is_err());
-        assert!(Q4KInterleaved::new(&data[..100], 8, 256).is_err());
+        testing::shapes_it_cannot_tile_are_errors::<Q4KTiles>(&random_q4_k(12, 256, 1));
     }
 }

@@ -1,0 +1,249 @@
+//! Weight matrices stored eight rows at a time, for decode-sized products with fewer
+//! instructions per weight than the plain GGML layout.
+//!
+//! In the plain layout every weight row is a separate dot product: its scales are unpacked,
+//! its partial sums reduced across lanes and the activations loaded again for each row. A tile
+//! here holds one block of each of eight rows (as llama.cpp's repacked `*_8x8` formats do, in
+//! layouts of our own): a 32-byte load holds the same four positions of the eight rows, the
+//! four activation bytes they meet are broadcast to all lanes, and each 32-bit lane
+//! accumulates one row. Each format ([`super::q4_k_x8`], [`super::q6_k_x8`]) says how its
+//! blocks are laid out in a tile and computes them; this module does the rest. A row's result
+//! depends on nothing else in the pass, and the SIMD kernels and the portable code do the same
+//! operations (tested), so batched and speculative decoding keep their exactness.
+
+use std::marker::PhantomData;
+
+use super::q8_k::{self, Q8KBlock, QK_K};
+use super::{Format, PackedMatrix};
+use crate::error::{EngineError, Result};
+use crate::rowwise::simd_available;
+
+/// Rows per tile.
+pub const ROWS: usize = 8;
+
+/// A K-quant format laid out eight rows to a tile.
+pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
+    /// The plain GGML format.
+    type Plain: Format<Act = Q8KBlock>;
+    /// Bytes of one tile (one block of each of the 8 rows).
+    const TILE_BYTES: usize;
+
+    /// Write row `r`'s plain block into `tile`.
+    fn interleave(tile: &mut [u8], r: usize, plain: &[u8]);
+    /// Row `r`'s plain block from `tile`, into `plain`.
+    fn plain_block(tile: &[u8], r: usize, plain: &mut [u8]);
+    /// Row `r` of a group (`tiles`: its tiles, block after block) times one activation row,
+    /// portable code.
+    fn dot(tiles: &[u8], r: usize, a: &[Q8KBlock]) -> f32;
+    /// The 8 rows of a group times one and two activation rows, SIMD.
+    ///
+    /// # Safety
+    /// Only called when [`simd_available`] is true.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_1(tiles: &[u8], a: &[Q8KBlock]) -> [f32; ROWS];
+    /// # Safety
+    /// Only called when [`simd_available`] is true.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_2(tiles: &[u8], a: &[Q8KBlock], b: &[Q8KBlock]) -> [[f32; ROWS]; 2];
+}
+
+/// A `(rows, cols)` matrix in tiles of 8 rows; `rows` a multiple of 8.
+#[derive(Debug, Clone)]
+pub struct Interleaved<T: RowTiles> {
+    tiles: Vec<u8>,
+    rows: usize,
+    cols: usize,
+    _format: PhantomData<T>,
+}
+
+impl<T: RowTiles> Interleaved<T> {
+    /// Interleave plain GGML bytes of a `(rows, cols)` matrix.
+    pub fn new(data: &[u8], rows: usize, cols: usize) -> Result<Self> {
+        let name = T::Plain::NAME;
+        let bad = |problem: String| EngineError::InvalidRequest {
+            field: name.to_lowercase(),
+            problem,
+        };
+        if !cols.is_multiple_of(QK_K) || !rows.is_multiple_of(ROWS) {
+            return Err(bad(format!(
+                "a ({rows}, {cols}) {name} matrix cannot be interleaved (rows a multiple of \
+                 {ROWS}, columns of {QK_K})"
+            )));
+        }
+        let blocks = cols / QK_K;
+        let row_bytes = blocks * T::Plain::BLOCK_BYTES;
+        if data.len() != rows * row_bytes {
+            return Err(bad(format!(
+                "{} bytes for a ({rows}, {cols}) matrix, expected {}",
+                data.len(),
+                rows * row_bytes
+            )));
+        }
+        let mut tiles = vec![0u8; rows / ROWS * blocks * T::TILE_BYTES];
+        for (t, tile) in tiles.chunks_exact_mut(T::TILE_BYTES).enumerate() {
+            let (group, b) = (t / blocks, t % blocks);
+            for r in 0..ROWS {
+                let at = (group * ROWS + r) * row_bytes + b * T::Plain::BLOCK_BYTES;
+                T::interleave(tile, r, &data[at..at + T::Plain::BLOCK_BYTES]);
+            }
+        }
+        Ok(Self {
+            tiles,
+            rows,
+            cols,
+            _format: PhantomData,
+        })
+    }
+
+    /// The tiles of the group of rows `group`, block after block.
+    fn group(&self, group: usize) -> &[u8] {
+        let bytes = self.cols / QK_K * T::TILE_BYTES;
+        &self.tiles[group * bytes..(group + 1) * bytes]
+    }
+
+    /// Portable product of row `r` and one activation row.
+    #[cfg(test)]
+    pub(crate) fn dot(&self, r: usize, a: &[Q8KBlock]) -> f32 {
+        T::dot(self.group(r / ROWS), r % ROWS, a)
+    }
+
+    /// The plain block `b` of row `r`, rebuilt from its tile.
+    pub(crate) fn plain_block(&self, r: usize, b: usize) -> Vec<u8> {
+        let tile = &self.group(r / ROWS)[b * T::TILE_BYTES..][..T::TILE_BYTES];
+        let mut plain = vec![0u8; T::Plain::BLOCK_BYTES];
+        T::plain_block(tile, r % ROWS, &mut plain);
+        plain
+    }
+}
+
+impl<T: RowTiles> PackedMatrix for Interleaved<T> {
+    fn format(&self) -> &'static str {
+        T::Plain::NAME
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        for (b, out) in out.chunks_exact_mut(QK_K).enumerate() {
+            T::Plain::dequantize_block(&self.plain_block(r, b), out);
+        }
+    }
+
+    fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
+        assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
+        let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(self.cols).map(q8_k::quantize).collect();
+        let simd = simd_available();
+        let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
+        crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
+            group_products::<T>(self.group(group), &acts, out, simd);
+        });
+        super::transpose(out_t, self.rows, n)
+    }
+}
+
+/// `out[r * n + a]` for the 8 rows of a group (`tiles`) and every activation row.
+fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Q8KBlock>], out: &mut [f32], simd: bool) {
+    let n = acts.len();
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        for (a0, pair) in acts.chunks(2).enumerate().map(|(i, p)| (2 * i, p)) {
+            // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
+            let (lanes, count) = unsafe {
+                match pair {
+                    [a] => ([T::rows_1(tiles, a), [0.0; ROWS]], 1),
+                    [a, b] => (T::rows_2(tiles, a, b), 2),
+                    _ => unreachable!(),
+                }
+            };
+            for (j, lane) in lanes.iter().take(count).enumerate() {
+                for (r, &v) in lane.iter().enumerate() {
+                    out[r * n + a0 + j] = v;
+                }
+            }
+        }
+        return;
+    }
+    let _ = simd;
+    for r in 0..ROWS {
+        for (j, a) in acts.iter().enumerate() {
+            out[r * n + j] = T::dot(tiles, r, a);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Checks every interleaved format must pass.
+    use super::super::BlockMatrix;
+    use super::*;
+    use crate::test_support::random;
+
+    /// Tiles give back the plain blocks (compared with `same`, since a format may drop bits
+    /// its plain layout ignores).
+    pub(crate) fn rows_rebuild_the_plain_blocks<T: RowTiles>(
+        data: &[u8],
+        rows: usize,
+        cols: usize,
+        same: impl Fn(&[u8], &[u8]) -> bool,
+    ) {
+        let m = Interleaved::<T>::new(data, rows, cols).unwrap();
+        let bytes = T::Plain::BLOCK_BYTES;
+        let row_bytes = cols / QK_K * bytes;
+        for r in 0..rows {
+            for b in 0..cols / QK_K {
+                let plain = &data[r * row_bytes + b * bytes..][..bytes];
+                assert!(same(&m.plain_block(r, b), plain), "row {r} block {b}");
+            }
+        }
+    }
+
+    /// Products within float reordering of the plain layout's, SIMD equal to portable bit for
+    /// bit, a row the same alone and in a batch of any size, and the same dequantized rows.
+    pub(crate) fn products_match_the_plain_layout<T: RowTiles>(
+        data: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) {
+        let n = 5;
+        let m = Interleaved::<T>::new(&data, rows, cols).unwrap();
+        let plain = BlockMatrix::<T::Plain>::new(data, rows, cols).unwrap();
+        let x = random(n * cols, 10);
+        let ours = m.matmul_t(&x, n);
+        let theirs = plain.matmul_t(&x, n);
+        let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(cols).map(q8_k::quantize).collect();
+        for i in 0..n {
+            for r in 0..rows {
+                let (a, b) = (ours[i * rows + r], theirs[i * rows + r]);
+                // Same integers, float steps in another order.
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "({i}, {r}): {a} vs {b}"
+                );
+                assert_eq!(a.to_bits(), m.dot(r, &acts[i]).to_bits(), "({i}, {r})");
+            }
+        }
+        for k in 1..=n {
+            assert_eq!(m.matmul_t(&x[..k * cols], k)[..], ours[..k * rows]);
+        }
+        let mut deq = vec![f32::NAN; cols];
+        let mut want = vec![f32::NAN; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut deq);
+            plain.dequantize_row(r, &mut want);
+            assert_eq!(deq, want, "row {r}");
+        }
+    }
+
+    /// Shapes that do not tile are refused, with the format named.
+    pub(crate) fn shapes_it_cannot_tile_are_errors<T: RowTiles>(data: &[u8]) {
+        // `data`: 12 rows of 256.
+        let err = Interleaved::<T>::new(data, 12, 256).unwrap_err();
+        assert!(
+            err.to_string().contains(&T::Plain::NAME.to_lowercase()),
+            "{err}"
+        );
+        assert!(Interleaved::<T>::new(&data[..100], 8, 256).is_err());
+    }
+}
