@@ -35,16 +35,12 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// Row `r` of a group (`tiles`: its tiles, block after block) times one activation row,
     /// portable code.
     fn dot(tiles: &[u8], r: usize, a: &[Q8KBlock]) -> f32;
-    /// The 8 rows of a group times one and two activation rows, SIMD.
+    /// The 8 rows of a group times `A` (1 or 2) activation rows, SIMD: `[activation][row]`.
     ///
     /// # Safety
     /// Only called when [`simd_available`] is true.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_1(tiles: &[u8], a: &[Q8KBlock]) -> [f32; ROWS];
-    /// # Safety
-    /// Only called when [`simd_available`] is true.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_2(tiles: &[u8], a: &[Q8KBlock], b: &[Q8KBlock]) -> [[f32; ROWS]; 2];
+    unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A];
 }
 
 /// A `(rows, cols)` matrix in tiles of 8 rows; `rows` a multiple of 8.
@@ -152,8 +148,8 @@ fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Q8KBlock>], out: &mut [
             // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
             let (lanes, count) = unsafe {
                 match pair {
-                    [a] => ([T::rows_1(tiles, a), [0.0; ROWS]], 1),
-                    [a, b] => (T::rows_2(tiles, a, b), 2),
+                    [a] => ([T::rows::<1>(tiles, [a])[0], [0.0; ROWS]], 1),
+                    [a, b] => (T::rows::<2>(tiles, [a, b]), 2),
                     _ => unreachable!(),
                 }
             };

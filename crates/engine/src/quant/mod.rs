@@ -448,6 +448,22 @@ pub(crate) mod testing {
         }
     }
 
+    /// Every check above for format `F`, on matrices of `gen(rows, cols, seed)` bytes:
+    /// `product` for the comparison with the dequantized weights, `simd` for SIMD against
+    /// portable and row independence, `candle` for the dequantization.
+    pub(crate) fn format_checks<F: Format>(
+        dtype: GgmlDType,
+        gen: fn(usize, usize, u32) -> Vec<u8>,
+        product: (usize, usize),
+        simd: (usize, usize),
+        candle: (usize, usize),
+    ) {
+        matches_dequantized::<F>(gen(product.0, product.1, 1), product.0, product.1);
+        simd_equals_portable_and_rows_are_independent::<F>(gen(simd.0, simd.1, 3), simd.0, simd.1);
+        dequantize_matches_candle::<F>(dtype, gen(candle.0, candle.1, 5), candle.0, candle.1);
+        wrong_sizes_are_errors::<F>();
+    }
+
     /// Sizes that are not a multiple of the block are refused, with the format named.
     pub(crate) fn wrong_sizes_are_errors<F: Format>() {
         let err = BlockMatrix::<F>::new(vec![0; F::BLOCK_BYTES], 1, F::BLOCK + 1).unwrap_err();

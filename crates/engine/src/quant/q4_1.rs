@@ -190,32 +190,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn matches_the_dequantized_product_within_activation_rounding() {
-        testing::matches_dequantized::<Q4_1>(random_q4_1(37, 96, 1), 37, 96);
-    }
-
-    #[test]
-    fn simd_equals_portable_and_rows_are_independent() {
-        testing::simd_equals_portable_and_rows_are_independent::<Q4_1>(
-            random_q4_1(19, 128, 3),
-            19,
-            128,
-        );
-    }
-
-    #[test]
-    fn dequantization_matches_candle_s() {
-        testing::dequantize_matches_candle::<Q4_1>(
+    fn passes_the_format_checks() {
+        testing::format_checks::<Q4_1>(
             candle_core::quantized::GgmlDType::Q4_1,
-            random_q4_1(3, 64, 5),
-            3,
-            64,
+            random_q4_1,
+            (37, 96),
+            (19, 128),
+            (3, 64),
         );
-    }
-
-    #[test]
-    fn wrong_sizes_are_errors() {
-        testing::wrong_sizes_are_errors::<Q4_1>();
     }
 
     #[test]

@@ -249,32 +249,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn matches_the_dequantized_product_within_activation_rounding() {
-        testing::matches_dequantized::<Q4K>(random_q4_k(21, 512, 1), 21, 512);
-    }
-
-    #[test]
-    fn simd_equals_portable_and_rows_are_independent() {
-        testing::simd_equals_portable_and_rows_are_independent::<Q4K>(
-            random_q4_k(19, 768, 3),
-            19,
-            768,
-        );
-    }
-
-    #[test]
-    fn dequantization_matches_candle_s() {
-        testing::dequantize_matches_candle::<Q4K>(
+    fn passes_the_format_checks() {
+        testing::format_checks::<Q4K>(
             candle_core::quantized::GgmlDType::Q4K,
-            random_q4_k(3, 512, 5),
-            3,
-            512,
+            random_q4_k,
+            (21, 512),
+            (19, 768),
+            (3, 512),
         );
-    }
-
-    #[test]
-    fn wrong_sizes_are_errors() {
-        testing::wrong_sizes_are_errors::<Q4K>();
     }
 
     #[test]

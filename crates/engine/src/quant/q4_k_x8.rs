@@ -96,15 +96,9 @@ impl RowTiles for Q4KTiles {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_1(tiles: &[u8], a: &[Q8KBlock]) -> [f32; ROWS] {
+    unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
         // SAFETY: the caller checked AVX2, FMA and F16C.
-        unsafe { avx2::tile::<1>(tiles, [a])[0] }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_2(tiles: &[u8], a: &[Q8KBlock], b: &[Q8KBlock]) -> [[f32; ROWS]; 2] {
-        // SAFETY: the caller checked AVX2, FMA and F16C.
-        unsafe { avx2::tile::<2>(tiles, [a, b]) }
+        unsafe { avx2::tile::<A>(tiles, acts) }
     }
 }
 

@@ -23,7 +23,7 @@ const D: usize = 208;
 
 /// The 6-bit value (0..64) of element `e` of a block, and the index of its scale.
 #[inline(always)]
-fn value(block: &[u8], e: usize) -> (i32, usize) {
+pub(crate) fn value(block: &[u8], e: usize) -> (i32, usize) {
     let (half, rest) = (e / 128, e % 128);
     let (c, l) = (rest / 32, rest % 32); // component 0..4 of the half, position in it
     let ql = block[QL + 64 * half + 32 * (c & 1) + l];
@@ -212,32 +212,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn matches_the_dequantized_product_within_activation_rounding() {
-        testing::matches_dequantized::<Q6K>(random_q6_k(21, 512, 1), 21, 512);
-    }
-
-    #[test]
-    fn simd_equals_portable_and_rows_are_independent() {
-        testing::simd_equals_portable_and_rows_are_independent::<Q6K>(
-            random_q6_k(19, 768, 3),
-            19,
-            768,
-        );
-    }
-
-    #[test]
-    fn dequantization_matches_candle_s() {
-        testing::dequantize_matches_candle::<Q6K>(
+    fn passes_the_format_checks() {
+        testing::format_checks::<Q6K>(
             candle_core::quantized::GgmlDType::Q6K,
-            random_q6_k(3, 512, 5),
-            3,
-            512,
+            random_q6_k,
+            (21, 512),
+            (19, 768),
+            (3, 512),
         );
-    }
-
-    #[test]
-    fn wrong_sizes_are_errors() {
-        testing::wrong_sizes_are_errors::<Q6K>();
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use half::f16;
 
 use super::interleaved::{RowTiles, ROWS};
-use super::q6_k::Q6K;
+use super::q6_k::{value, Q6K};
 use super::q8_k::Q8KBlock;
 const QL: usize = 0; // u8 [half 2][s 2][group 8][row 8][4]
 const QH: usize = 1024; // u8 [half 2][group 8][row 8][4]
@@ -83,7 +83,7 @@ impl RowTiles for Q6KTiles {
                 let scale = raw[192 + sub] as i8 as i32;
                 let mut s = 0i32;
                 for e in 16 * sub..16 * (sub + 1) {
-                    s += q6(&raw, e) * y.qs[e] as i32;
+                    s += value(&raw, e).0 * y.qs[e] as i32;
                 }
                 sumi += scale * s;
                 summ += scale * y.bsums[sub] as i32;
@@ -95,25 +95,10 @@ impl RowTiles for Q6KTiles {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_1(tiles: &[u8], a: &[Q8KBlock]) -> [f32; ROWS] {
+    unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
         // SAFETY: the caller checked AVX2, FMA and F16C.
-        unsafe { avx2::tile::<1>(tiles, [a])[0] }
+        unsafe { avx2::tile::<A>(tiles, acts) }
     }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_2(tiles: &[u8], a: &[Q8KBlock], b: &[Q8KBlock]) -> [[f32; ROWS]; 2] {
-        // SAFETY: the caller checked AVX2, FMA and F16C.
-        unsafe { avx2::tile::<2>(tiles, [a, b]) }
-    }
-}
-
-/// The unsigned 6-bit value of element `e` of a plain Q6_K block.
-fn q6(raw: &[u8], e: usize) -> i32 {
-    let (h, c, l) = (e / 128, (e % 128) / 32, e % 32);
-    let ql = raw[64 * h + 32 * (c & 1) + l];
-    let low = if c < 2 { ql & 0x0F } else { ql >> 4 };
-    let high = (raw[128 + 32 * h + l] >> (2 * c)) & 3;
-    (low | (high << 4)) as i32
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -188,32 +188,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn matches_the_dequantized_product_within_activation_rounding() {
-        testing::matches_dequantized::<Q8_0>(random_q8_0(37, 96, 1), 37, 96);
-    }
-
-    #[test]
-    fn simd_equals_portable_and_rows_are_independent() {
-        testing::simd_equals_portable_and_rows_are_independent::<Q8_0>(
-            random_q8_0(19, 160, 3),
-            19,
-            160,
-        );
-    }
-
-    #[test]
-    fn dequantization_matches_candle_s() {
-        testing::dequantize_matches_candle::<Q8_0>(
+    fn passes_the_format_checks() {
+        testing::format_checks::<Q8_0>(
             candle_core::quantized::GgmlDType::Q8_0,
-            random_q8_0(3, 64, 5),
-            3,
-            64,
+            random_q8_0,
+            (37, 96),
+            (19, 160),
+            (3, 64),
         );
-    }
-
-    #[test]
-    fn wrong_sizes_are_errors() {
-        testing::wrong_sizes_are_errors::<Q8_0>();
     }
 
     #[test]
