@@ -31,6 +31,7 @@ pub mod load;
 pub mod lookup;
 pub mod model;
 pub mod pool;
+mod prefetch;
 pub mod prefix;
 pub mod quant;
 pub mod rope;

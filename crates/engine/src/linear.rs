@@ -30,7 +30,7 @@ const DEQUANTIZE_AT_LOAD: &[GgmlDType] = &[GgmlDType::F32, GgmlDType::F16, GgmlD
 
 /// Whether candle computes K-quants and Q8_0 with its AVX-512 VNNI / AVX-VNNI kernels on
 /// repacked weights (its own runtime choice, `MISTRALRS_FORCE_AVX2=1` turning it off). They
-/// beat ours on Q8_0, and on every format for long passes (docs/BENCHMARKS.md); without
+/// beat ours on every format for long passes (docs/BENCHMARKS.md); without
 /// them candle's single-row products are its portable code (this build does not enable AVX
 /// at compile time), and ours are used throughout.
 fn candle_has_vnni() -> bool {
@@ -85,10 +85,7 @@ impl Linear {
     /// A layer from a GGML tensor of shape `(out, in)`.
     pub fn quantized(weight: Arc<QTensor>) -> Result<Self> {
         let (out_features, in_features) = weight.shape().dims2()?;
-        if weight.device().is_cpu()
-            && !DEQUANTIZE_AT_LOAD.contains(&weight.dtype())
-            && !(weight.dtype() == GgmlDType::Q8_0 && candle_repacks(out_features, in_features))
-        {
+        if weight.device().is_cpu() && !DEQUANTIZE_AT_LOAD.contains(&weight.dtype()) {
             let bytes = quant::Bytes::of(weight.clone())?;
             if let Some(matrix) = quant::pack(weight.dtype(), bytes, out_features, in_features)? {
                 let gemm = (weight.dtype() != GgmlDType::Q4_1

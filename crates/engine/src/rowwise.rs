@@ -313,6 +313,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut o = 0;
         while o < full {
+            crate::prefetch::ahead(pw.wrapping_add(o), 32 * std::mem::size_of::<W>());
             for (r, reg) in acc.iter_mut().enumerate() {
                 // SAFETY: o + 8 * r + 8 <= full <= n, within both slices.
                 let (va, vw) = unsafe {
@@ -342,6 +343,7 @@ mod avx2 {
         let mut acc_b = [_mm256_setzero_ps(); 4];
         let mut o = 0;
         while o < full {
+            crate::prefetch::ahead(pw.wrapping_add(o), 32 * std::mem::size_of::<W>());
             for (r, (ra, rb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
                 // SAFETY: o + 8 * r + 8 <= full <= n, within all three slices.
                 let (va, vb, vw) = unsafe {

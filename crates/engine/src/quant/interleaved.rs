@@ -13,7 +13,6 @@
 
 use std::marker::PhantomData;
 
-use super::q8_k::{self, Q8KBlock, QK_K};
 use super::{Format, PackedMatrix};
 use crate::error::{EngineError, Result};
 use crate::rowwise::simd_available;
@@ -21,10 +20,13 @@ use crate::rowwise::simd_available;
 /// Rows per tile.
 pub const ROWS: usize = 8;
 
-/// A K-quant format laid out eight rows to a tile.
+/// The activation blocks of a tiled format.
+pub type Act<T> = <<T as RowTiles>::Plain as Format>::Act;
+
+/// A block format laid out eight rows to a tile.
 pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// The plain GGML format.
-    type Plain: Format<Act = Q8KBlock>;
+    type Plain: Format;
     /// Bytes of one tile (one block of each of the 8 rows).
     const TILE_BYTES: usize;
 
@@ -34,13 +36,13 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     fn plain_block(tile: &[u8], r: usize, plain: &mut [u8]);
     /// Row `r` of a group (`tiles`: its tiles, block after block) times one activation row,
     /// portable code.
-    fn dot(tiles: &[u8], r: usize, a: &[Q8KBlock]) -> f32;
+    fn dot(tiles: &[u8], r: usize, a: &[Act<Self>]) -> f32;
     /// The 8 rows of a group times `A` (1 or 2) activation rows, SIMD: `[activation][row]`.
     ///
     /// # Safety
     /// Only called when [`simd_available`] is true.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A];
+    unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Act<Self>]; A]) -> [[f32; ROWS]; A];
 }
 
 /// A `(rows, cols)` matrix in tiles of 8 rows; `rows` a multiple of 8.
@@ -60,13 +62,14 @@ impl<T: RowTiles> Interleaved<T> {
             field: name.to_lowercase(),
             problem,
         };
-        if !cols.is_multiple_of(QK_K) || !rows.is_multiple_of(ROWS) {
+        let block = T::Plain::BLOCK;
+        if !cols.is_multiple_of(block) || !rows.is_multiple_of(ROWS) {
             return Err(bad(format!(
                 "a ({rows}, {cols}) {name} matrix cannot be interleaved (rows a multiple of \
-                 {ROWS}, columns of {QK_K})"
+                 {ROWS}, columns of {block})"
             )));
         }
-        let blocks = cols / QK_K;
+        let blocks = cols / block;
         let row_bytes = blocks * T::Plain::BLOCK_BYTES;
         if data.len() != rows * row_bytes {
             return Err(bad(format!(
@@ -92,14 +95,14 @@ impl<T: RowTiles> Interleaved<T> {
     }
 
     /// The tiles of the group of rows `group`, block after block.
-    fn group(&self, group: usize) -> &[u8] {
-        let bytes = self.cols / QK_K * T::TILE_BYTES;
+    pub(crate) fn group(&self, group: usize) -> &[u8] {
+        let bytes = self.cols / T::Plain::BLOCK * T::TILE_BYTES;
         &self.tiles[group * bytes..(group + 1) * bytes]
     }
 
     /// Portable product of row `r` and one activation row.
     #[cfg(test)]
-    pub(crate) fn dot(&self, r: usize, a: &[Q8KBlock]) -> f32 {
+    pub(crate) fn dot(&self, r: usize, a: &[Act<T>]) -> f32 {
         T::dot(self.group(r / ROWS), r % ROWS, a)
     }
 
@@ -122,14 +125,14 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
     }
 
     fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        for (b, out) in out.chunks_exact_mut(QK_K).enumerate() {
+        for (b, out) in out.chunks_exact_mut(T::Plain::BLOCK).enumerate() {
             T::Plain::dequantize_block(&self.plain_block(r, b), out);
         }
     }
 
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
-        let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(self.cols).map(q8_k::quantize).collect();
+        let acts: Vec<Vec<Act<T>>> = x.chunks_exact(self.cols).map(T::Plain::quantize).collect();
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
         crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
@@ -140,7 +143,7 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
 }
 
 /// `out[r * n + a]` for the 8 rows of a group (`tiles`) and every activation row.
-fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Q8KBlock>], out: &mut [f32], simd: bool) {
+fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f32], simd: bool) {
     let n = acts.len();
     #[cfg(target_arch = "x86_64")]
     if simd {
@@ -186,9 +189,9 @@ pub(crate) mod testing {
     ) {
         let m = Interleaved::<T>::new(data, rows, cols).unwrap();
         let bytes = T::Plain::BLOCK_BYTES;
-        let row_bytes = cols / QK_K * bytes;
+        let row_bytes = cols / T::Plain::BLOCK * bytes;
         for r in 0..rows {
-            for b in 0..cols / QK_K {
+            for b in 0..cols / T::Plain::BLOCK {
                 let plain = &data[r * row_bytes + b * bytes..][..bytes];
                 assert!(same(&m.plain_block(r, b), plain), "row {r} block {b}");
             }
@@ -208,7 +211,7 @@ pub(crate) mod testing {
         let x = random(n * cols, 10);
         let ours = m.matmul_t(&x, n);
         let theirs = plain.matmul_t(&x, n);
-        let acts: Vec<Vec<Q8KBlock>> = x.chunks_exact(cols).map(q8_k::quantize).collect();
+        let acts: Vec<Vec<Act<T>>> = x.chunks_exact(cols).map(T::Plain::quantize).collect();
         for i in 0..n {
             for r in 0..rows {
                 let (a, b) = (ours[i * rows + r], theirs[i * rows + r]);
@@ -229,6 +232,45 @@ pub(crate) mod testing {
             m.dequantize_row(r, &mut deq);
             plain.dequantize_row(r, &mut want);
             assert_eq!(deq, want, "row {r}");
+        }
+    }
+
+    /// A tile kernel of two activation rows, as the formats' x86 modules define them.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) type Kernel2<T> = unsafe fn(&[u8], [&[Act<T>]; 2]) -> [[f32; ROWS]; 2];
+
+    /// The AVX2 kernel and the AVX-VNNI one (where the CPU has AVX-VNNI), called directly
+    /// whatever the CPU would pick, equal the portable code bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn every_kernel_equals_the_portable_code<T: RowTiles>(
+        data: &[u8],
+        cols: usize,
+        avx2: Kernel2<T>,
+        vnni: Kernel2<T>,
+    ) {
+        if !simd_available() {
+            return;
+        }
+        let m = Interleaved::<T>::new(data, ROWS, cols).unwrap();
+        let tiles = m.group(0);
+        let x = random(2 * cols, 4);
+        let acts: Vec<Vec<Act<T>>> = x.chunks_exact(cols).map(T::Plain::quantize).collect();
+        let want: [[u32; ROWS]; 2] =
+            std::array::from_fn(|j| std::array::from_fn(|r| T::dot(tiles, r, &acts[j]).to_bits()));
+        let bits = |v: [[f32; ROWS]; 2]| v.map(|row| row.map(f32::to_bits));
+        // SAFETY: simd_available() saw AVX2, FMA and F16C.
+        assert_eq!(
+            bits(unsafe { avx2(tiles, [&acts[0], &acts[1]]) }),
+            want,
+            "avx2"
+        );
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            // SAFETY: as above, and the CPU has AVX-VNNI.
+            assert_eq!(
+                bits(unsafe { vnni(tiles, [&acts[0], &acts[1]]) }),
+                want,
+                "avx-vnni"
+            );
         }
     }
 

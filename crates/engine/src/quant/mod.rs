@@ -26,11 +26,13 @@ use crate::rowwise::simd_available;
 
 pub mod interleaved;
 pub mod q4_1;
+pub mod q4_1_x8;
 pub mod q4_k;
 pub mod q4_k_x8;
 pub mod q6_k;
 pub mod q6_k_x8;
 pub mod q8_0;
+pub mod q8_0_x8;
 pub mod q8_k;
 
 /// One GGML weight format and the activation rounding llama.cpp pairs with it.
@@ -128,7 +130,13 @@ pub fn pack(
 ) -> Result<Option<Arc<dyn PackedMatrix>>> {
     let data = data.into();
     Ok(Some(match dtype {
+        GgmlDType::Q4_1 if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
+            interleaved::Interleaved::<q4_1_x8::Q4_1Tiles>::new(data.as_slice(), rows, cols)?,
+        ),
         GgmlDType::Q4_1 => Arc::new(BlockMatrix::<q4_1::Q4_1>::new(data, rows, cols)?),
+        GgmlDType::Q8_0 if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
+            interleaved::Interleaved::<q8_0_x8::Q8_0Tiles>::new(data.as_slice(), rows, cols)?,
+        ),
         GgmlDType::Q8_0 => Arc::new(BlockMatrix::<q8_0::Q8_0>::new(data, rows, cols)?),
         GgmlDType::Q4K if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
             interleaved::Interleaved::<q4_k_x8::Q4KTiles>::new(data.as_slice(), rows, cols)?,
@@ -257,6 +265,7 @@ fn dot_rows<F: Format>(w_rows: &[&[u8]], acts: &[Vec<F::Act>], out: &mut [f32], 
                 .map(|(i, w)| (i * W_TILE, w))
             {
                 let out_tile = &mut tile_out[..ws.len() * a_len];
+                crate::prefetch::ahead(ws[0].as_ptr(), ws.len() * ws[0].len());
                 // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
                 unsafe { F::dot_tile(ws, &a_refs[..a_len], out_tile) };
                 for (w, row) in out_tile.chunks_exact(a_len).enumerate() {

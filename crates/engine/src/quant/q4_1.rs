@@ -19,9 +19,9 @@ pub struct Q4_1;
 /// One activation block rounded to 8 bits: `d` and `s` already rounded through f16.
 #[derive(Debug, Clone, Copy)]
 pub struct Q8_1Block {
-    d: f32,
-    s: f32,
-    qs: [i8; 32],
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    pub(crate) qs: [i8; 32],
 }
 
 fn scales(block: &[u8]) -> (f32, f32) {

@@ -119,6 +119,7 @@ mod avx2 {
             // SAFETY: b < blocks; every offset below stays inside the tile.
             unsafe {
                 let t = tiles.as_ptr().add(b * TILE_BYTES);
+                crate::prefetch::ahead(t, TILE_BYTES);
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
                 let mut q8 = [std::ptr::null::<i8>(); A];
                 for j in 0..A {

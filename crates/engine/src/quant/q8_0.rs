@@ -20,8 +20,8 @@ pub struct Q8_0;
 /// One activation block rounded to 8 bits (`d` already rounded through f16).
 #[derive(Debug, Clone, Copy)]
 pub struct Q8_0Block {
-    d: f32,
-    qs: [i8; 32],
+    pub(crate) d: f32,
+    pub(crate) qs: [i8; 32],
 }
 
 fn scale(block: &[u8]) -> f32 {

@@ -1,0 +1,193 @@
+//! Q8_0 in tiles of eight rows ([`super::interleaved`]).
+//!
+//! A tile (272 bytes against 272 for eight plain blocks): the eight f16 scales `d`, then the
+//! signed bytes in runs of four per row, `[group 8][row 8][4]`, so a 32-byte load holds the
+//! same four positions of the eight rows.
+//!
+//! Arithmetic, per row and block: `sumi = sum(q_w * q_x)` is an exact integer, and
+//! `acc = fma(d_w * d_x, sumi, acc)` in f32, block after block. On CPUs with AVX-VNNI one
+//! `vpdpbusd` does the four products and their sum that AVX2 needs three instructions for.
+
+use half::f16;
+
+use super::interleaved::{RowTiles, ROWS};
+use super::q8_0::{Q8_0Block, Q8_0};
+
+const D: usize = 0; // f16 [8]
+const QS: usize = 16; // i8 [group 8][row 8][4]
+/// Bytes of one tile: one block of 32 weights of each of 8 rows.
+pub const TILE_BYTES: usize = 272;
+
+/// Q8_0, eight rows to a tile.
+#[derive(Debug, Clone, Copy)]
+pub struct Q8_0Tiles;
+
+impl RowTiles for Q8_0Tiles {
+    type Plain = Q8_0;
+    const TILE_BYTES: usize = TILE_BYTES;
+
+    fn interleave(tile: &mut [u8], r: usize, raw: &[u8]) {
+        tile[D + 2 * r..D + 2 * r + 2].copy_from_slice(&raw[0..2]);
+        for g in 0..8 {
+            let to = QS + (g * ROWS + r) * 4;
+            tile[to..to + 4].copy_from_slice(&raw[2 + 4 * g..2 + 4 * g + 4]);
+        }
+    }
+
+    fn plain_block(tile: &[u8], lane: usize, raw: &mut [u8]) {
+        raw[0..2].copy_from_slice(&tile[D + 2 * lane..D + 2 * lane + 2]);
+        for g in 0..8 {
+            let from = QS + (g * ROWS + lane) * 4;
+            raw[2 + 4 * g..2 + 4 * g + 4].copy_from_slice(&tile[from..from + 4]);
+        }
+    }
+
+    fn dot(tiles: &[u8], lane: usize, a: &[Q8_0Block]) -> f32 {
+        let mut acc = 0f32;
+        for (tile, y) in tiles.chunks_exact(TILE_BYTES).zip(a) {
+            let dw = f16::from_le_bytes([tile[D + 2 * lane], tile[D + 2 * lane + 1]]).to_f32();
+            let mut sumi = 0i32;
+            for g in 0..8 {
+                for j in 0..4 {
+                    let q = tile[QS + (g * ROWS + lane) * 4 + j] as i8;
+                    sumi += q as i32 * y.qs[4 * g + j] as i32;
+                }
+            }
+            acc = (dw * y.d).mul_add(sumi as f32, acc);
+        }
+        acc
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_0Block]; A]) -> [[f32; ROWS]; A] {
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_vnni::<A>(tiles, acts) }
+        } else {
+            // SAFETY: the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_avx2::<A>(tiles, acts) }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Q8_0Block, D, QS, ROWS, TILE_BYTES};
+
+    /// The 8 rows of one group of tiles times `A` activation rows (`[activation][row]`),
+    /// `$sum(acc, |w|, a with w's signs)` adding four products per 32-bit lane to `acc`.
+    macro_rules! tile_body {
+        ($tiles:expr, $a:expr, $A:expr, $sum:expr) => {{
+            let (tiles, a) = ($tiles, $a);
+            let blocks = tiles.len() / TILE_BYTES;
+            assert!(a.iter().all(|r| r.len() == blocks));
+            let mut acc = [_mm256_setzero_ps(); $A];
+            for b in 0..blocks {
+                // SAFETY: b < blocks; every offset below stays inside the tile, and an
+                // activation block holds 32 values.
+                unsafe {
+                    let t = tiles.as_ptr().add(b * TILE_BYTES);
+                    crate::prefetch::ahead(t, TILE_BYTES);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+                    let mut q8 = [std::ptr::null::<i8>(); $A];
+                    for j in 0..$A {
+                        q8[j] = a[j].get_unchecked(b).qs.as_ptr();
+                    }
+                    // Two partial sums per activation row: independent chains for the CPU.
+                    let mut sumi = [[_mm256_setzero_si256(); 2]; $A];
+                    for g in 0..8 {
+                        let w = _mm256_loadu_si256(t.add(QS + g * 32) as *const __m256i);
+                        let aw = _mm256_sign_epi8(w, w);
+                        for j in 0..$A {
+                            let x = _mm256_set1_epi32(
+                                (q8[j].add(4 * g) as *const i32).read_unaligned(),
+                            );
+                            let sx = _mm256_sign_epi8(x, w);
+                            sumi[j][g % 2] = $sum(sumi[j][g % 2], aw, sx);
+                        }
+                    }
+                    for j in 0..$A {
+                        let s = _mm256_add_epi32(sumi[j][0], sumi[j][1]);
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(a[j].get_unchecked(b).d));
+                        acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[j]);
+                    }
+                }
+            }
+            let mut out = [[0f32; ROWS]; $A];
+            for j in 0..$A {
+                // SAFETY: 8 f32 fit a row of `out`.
+                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]) };
+            }
+            out
+        }};
+    }
+
+    /// AVX2: `maddubs` (pairs, |w| <= 128 and |x| <= 127 keep them exact in i16), `madd`
+    /// with ones (quads), add.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn tile_avx2<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8_0Block]; A],
+    ) -> [[f32; ROWS]; A] {
+        let ones = _mm256_set1_epi16(1);
+        tile_body!(tiles, a, A, |acc, aw, sx| _mm256_add_epi32(
+            acc,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones)
+        ))
+    }
+
+    /// AVX-VNNI: one `vpdpbusd`.
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub(super) fn tile_vnni<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8_0Block]; A],
+    ) -> [[f32; ROWS]; A] {
+        tile_body!(tiles, a, A, |acc, aw, sx| _mm256_dpbusd_avx_epi32(
+            acc, aw, sx
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::interleaved::{testing, Interleaved};
+    use super::super::q8_0::tests::random_q8_0;
+    use super::*;
+
+    #[test]
+    fn rows_rebuild_the_plain_blocks() {
+        testing::rows_rebuild_the_plain_blocks::<Q8_0Tiles>(
+            &random_q8_0(16, 96, 7),
+            16,
+            96,
+            |a, b| a == b,
+        );
+    }
+
+    #[test]
+    fn products_match_the_plain_layout_and_simd_equals_portable() {
+        testing::products_match_the_plain_layout::<Q8_0Tiles>(random_q8_0(24, 160, 9), 24, 160);
+    }
+
+    #[test]
+    fn shapes_it_cannot_tile_are_errors() {
+        let data = random_q8_0(12, 256, 1);
+        let err = Interleaved::<Q8_0Tiles>::new(&data, 12, 256).unwrap_err();
+        assert!(err.to_string().contains("q8_0"), "{err}");
+        assert!(Interleaved::<Q8_0Tiles>::new(&data[..100], 8, 256).is_err());
+        assert!(Interleaved::<Q8_0Tiles>::new(&data[..8 * 34 * 3], 8, 100).is_err());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_vnni_kernels_equal_the_portable_code() {
+        testing::every_kernel_equals_the_portable_code::<Q8_0Tiles>(
+            &random_q8_0(8, 320, 3),
+            320,
+            x86::tile_avx2::<2>,
+            x86::tile_vnni::<2>,
+        );
+    }
+}
