@@ -239,15 +239,16 @@ pub(crate) mod testing {
     #[cfg(target_arch = "x86_64")]
     pub(crate) type Kernel2<T> = unsafe fn(&[u8], [&[Act<T>]; 2]) -> [[f32; ROWS]; 2];
 
-    /// The AVX2 kernel and the AVX-VNNI one (where the CPU has AVX-VNNI), called directly
-    /// whatever the CPU would pick, equal the portable code bit for bit.
+    /// Each x86 kernel of a format (`(CPU feature, kernel)`: "avx2", "avxvnni" or
+    /// "avx512vnni"), called directly whatever the CPU would pick, equals the portable code
+    /// bit for bit where the CPU has its feature.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn every_kernel_equals_the_portable_code<T: RowTiles>(
         data: &[u8],
         cols: usize,
-        avx2: Kernel2<T>,
-        vnni: Kernel2<T>,
+        kernels: &[(&str, Kernel2<T>)],
     ) {
+        use std::arch::is_x86_feature_detected as has;
         if !simd_available() {
             return;
         }
@@ -258,19 +259,18 @@ pub(crate) mod testing {
         let want: [[u32; ROWS]; 2] =
             std::array::from_fn(|j| std::array::from_fn(|r| T::dot(tiles, r, &acts[j]).to_bits()));
         let bits = |v: [[f32; ROWS]; 2]| v.map(|row| row.map(f32::to_bits));
-        // SAFETY: simd_available() saw AVX2, FMA and F16C.
-        assert_eq!(
-            bits(unsafe { avx2(tiles, [&acts[0], &acts[1]]) }),
-            want,
-            "avx2"
-        );
-        if std::arch::is_x86_feature_detected!("avxvnni") {
-            // SAFETY: as above, and the CPU has AVX-VNNI.
-            assert_eq!(
-                bits(unsafe { vnni(tiles, [&acts[0], &acts[1]]) }),
-                want,
-                "avx-vnni"
-            );
+        for &(feature, kernel) in kernels {
+            let present = match feature {
+                "avx2" => true,
+                "avxvnni" => has!("avxvnni"),
+                "avx512vnni" => has!("avx512f") && has!("avx512vl") && has!("avx512vnni"),
+                other => panic!("unknown feature {other}"),
+            };
+            if present {
+                // SAFETY: simd_available() saw AVX2, FMA and F16C, and the CPU has `feature`.
+                let got = unsafe { kernel(tiles, [&acts[0], &acts[1]]) };
+                assert_eq!(bits(got), want, "{feature}");
+            }
         }
     }
 

@@ -5,13 +5,17 @@
 //! row holds weight `i` in its low nibble and weight `i + 16` in its high one, as in the plain
 //! block, so a 32-byte load holds four low and four high weights of each of the eight rows.
 //!
-//! Arithmetic, per row and block: `sumi = sum(q_w * q_x)` is an exact integer;
-//! `acc = fma(d_w * d_x, sumi, acc)` and `acc_m = fma(m_w, s_x, acc_m)` in f32, block after
-//! block, the result `acc + acc_m`. On CPUs with AVX-VNNI one `vpdpbusd` does the four
-//! products and their sum (the nibbles are unsigned, as it wants).
+//! Arithmetic: exactly that of the plain layout ([`super::q4_1`], llama.cpp's order), so a
+//! row's product is the same bits in either layout: per row, eight f32 accumulators, one per
+//! run of four weights of the block (`acc[k] = fma(d_w * d_x, sum of the run's four integer
+//! products, acc[k])`, runs 0-3 the low nibbles of bytes 4k.., runs 4-7 the high ones), the
+//! minimum terms `acc_m = fma(m_w, s_x, acc_m)`, and at the end [`super::hsum8`] of the eight
+//! plus `acc_m`. Each 32-bit lane holds one row, so the eight runs are eight vectors. On CPUs
+//! with AVX-VNNI one `vpdpbusd` makes a run's sum (the nibbles are unsigned, as it wants).
 
 use half::f16;
 
+use super::hsum8;
 use super::interleaved::{RowTiles, ROWS};
 use super::q4_1::{Q8_1Block, Q4_1};
 
@@ -48,27 +52,34 @@ impl RowTiles for Q4_1Tiles {
     }
 
     fn dot(tiles: &[u8], lane: usize, a: &[Q8_1Block]) -> f32 {
-        let (mut acc, mut acc_m) = (0f32, 0f32);
+        let mut acc = [0f32; 8];
+        let mut acc_m = 0f32;
         for (tile, y) in tiles.chunks_exact(TILE_BYTES).zip(a) {
             let half = |at: usize| f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32();
             let (dw, mw) = (half(D + 2 * lane), half(M + 2 * lane));
-            let mut sumi = 0i32;
+            acc_m = mw.mul_add(y.s, acc_m);
+            let d = dw * y.d;
             for g in 0..4 {
+                let (mut lo, mut hi) = (0i32, 0i32);
                 for j in 0..4 {
                     let q = tile[QS + (g * ROWS + lane) * 4 + j];
-                    sumi += (q & 0x0F) as i32 * y.qs[4 * g + j] as i32;
-                    sumi += (q >> 4) as i32 * y.qs[16 + 4 * g + j] as i32;
+                    lo += (q & 0x0F) as i32 * y.qs[4 * g + j] as i32;
+                    hi += (q >> 4) as i32 * y.qs[16 + 4 * g + j] as i32;
                 }
+                acc[g] = d.mul_add(lo as f32, acc[g]);
+                acc[4 + g] = d.mul_add(hi as f32, acc[4 + g]);
             }
-            acc = (dw * y.d).mul_add(sumi as f32, acc);
-            acc_m = mw.mul_add(y.s, acc_m);
         }
-        acc + acc_m
+        hsum8(acc) + acc_m
     }
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_1Block]; A]) -> [[f32; ROWS]; A] {
-        if std::arch::is_x86_feature_detected!("avxvnni") {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512vl") && has!("avx512vnni") {
+            // SAFETY: the CPU has these; the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_avx512::<A>(tiles, acts) }
+        } else if has!("avxvnni") {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_vnni::<A>(tiles, acts) }
         } else {
@@ -85,15 +96,15 @@ mod x86 {
     use super::{Q8_1Block, D, M, QS, ROWS, TILE_BYTES};
 
     /// The 8 rows of one group of tiles times `A` activation rows (`[activation][row]`).
-    /// `$pair(sum, nibbles, x)`: sum += products of the unsigned nibbles and the signed
-    /// activation bytes, in any integer lanes; `$quads(sum)`: those lanes as 8 i32 sums.
+    /// `$run(nibbles, x)`: the 8 i32 sums of four products of unsigned nibbles and signed
+    /// activation bytes.
     macro_rules! tile_body {
-        ($tiles:expr, $a:expr, $A:expr, $pair:expr, $quads:expr) => {{
+        ($tiles:expr, $a:expr, $A:expr, $run:expr) => {{
             let (tiles, a) = ($tiles, $a);
             let blocks = tiles.len() / TILE_BYTES;
             assert!(a.iter().all(|r| r.len() == blocks));
             let m4 = _mm256_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); $A];
+            let mut acc = [[_mm256_setzero_ps(); 8]; $A];
             let mut acc_m = [_mm256_setzero_ps(); $A];
             for b in 0..blocks {
                 // SAFETY: b < blocks; every offset below stays inside the tile, and an
@@ -104,10 +115,13 @@ mod x86 {
                     let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
                     let mw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
                     let mut q8 = [std::ptr::null::<i8>(); $A];
+                    let mut d = [_mm256_setzero_ps(); $A];
                     for j in 0..$A {
-                        q8[j] = a[j].get_unchecked(b).qs.as_ptr();
+                        let y = a[j].get_unchecked(b);
+                        q8[j] = y.qs.as_ptr();
+                        acc_m[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s), acc_m[j]);
+                        d[j] = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
                     }
-                    let mut sum = [[_mm256_setzero_si256(); 2]; $A];
                     for g in 0..4 {
                         let w = _mm256_loadu_si256(t.add(QS + g * 32) as *const __m256i);
                         let wl = _mm256_and_si256(w, m4);
@@ -116,66 +130,77 @@ mod x86 {
                             let p = q8[j].add(4 * g);
                             let xl = _mm256_set1_epi32((p as *const i32).read_unaligned());
                             let xh = _mm256_set1_epi32((p.add(16) as *const i32).read_unaligned());
-                            sum[j][0] = $pair(sum[j][0], wl, xl);
-                            sum[j][1] = $pair(sum[j][1], wh, xh);
+                            let lo = _mm256_cvtepi32_ps($run(wl, xl));
+                            let hi = _mm256_cvtepi32_ps($run(wh, xh));
+                            acc[j][g] = _mm256_fmadd_ps(d[j], lo, acc[j][g]);
+                            acc[j][4 + g] = _mm256_fmadd_ps(d[j], hi, acc[j][4 + g]);
                         }
-                    }
-                    for j in 0..$A {
-                        let y = a[j].get_unchecked(b);
-                        let s = _mm256_add_epi32($quads(sum[j][0]), $quads(sum[j][1]));
-                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
-                        acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[j]);
-                        acc_m[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s), acc_m[j]);
                     }
                 }
             }
             let mut out = [[0f32; ROWS]; $A];
             for j in 0..$A {
+                // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
+                let mut r = [_mm256_setzero_ps(); 4];
+                for k in 0..4 {
+                    r[k] = _mm256_add_ps(acc[j][4 + k], acc[j][k]);
+                }
+                let s = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
                 // SAFETY: 8 f32 fit a row of `out`.
-                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), _mm256_add_ps(acc[j], acc_m[j])) };
+                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), _mm256_add_ps(s, acc_m[j])) };
             }
             out
         }};
     }
 
-    /// AVX2: `maddubs` pairs summed in i16 over the block (at most 4 * 2 * 15 * 128 = 15360
-    /// in magnitude: exact), then `madd` with ones.
+    /// AVX2: `maddubs` (pairs of at most 2 * 15 * 128 in magnitude: exact), `madd` with ones.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn tile_avx2<const A: usize>(
         tiles: &[u8],
         a: [&[Q8_1Block]; A],
     ) -> [[f32; ROWS]; A] {
         let ones = _mm256_set1_epi16(1);
-        tile_body!(
-            tiles,
-            a,
-            A,
-            |s, w, x| _mm256_add_epi16(s, _mm256_maddubs_epi16(w, x)),
-            |s| _mm256_madd_epi16(s, ones)
-        )
+        tile_body!(tiles, a, A, |w, x| _mm256_madd_epi16(
+            _mm256_maddubs_epi16(w, x),
+            ones
+        ))
     }
 
-    /// AVX-VNNI: one `vpdpbusd` into i32 lanes.
+    /// AVX-512 VNNI on 256-bit vectors: one `vpdpbusd`, and 32 vector registers (eight
+    /// accumulators per activation row do not fit in AVX2's 16 for two rows).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(super) fn tile_avx512<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8_1Block]; A],
+    ) -> [[f32; ROWS]; A] {
+        tile_body!(tiles, a, A, |w, x| _mm256_dpbusd_epi32(
+            _mm256_setzero_si256(),
+            w,
+            x
+        ))
+    }
+
+    /// AVX-VNNI: one `vpdpbusd`.
     #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     pub(super) fn tile_vnni<const A: usize>(
         tiles: &[u8],
         a: [&[Q8_1Block]; A],
     ) -> [[f32; ROWS]; A] {
-        tile_body!(
-            tiles,
-            a,
-            A,
-            |s, w, x| _mm256_dpbusd_avx_epi32(s, w, x),
-            |s| s
-        )
+        tile_body!(tiles, a, A, |w, x| _mm256_dpbusd_avx_epi32(
+            _mm256_setzero_si256(),
+            w,
+            x
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::interleaved::testing;
+    use super::super::interleaved::{testing, Interleaved};
     use super::super::q4_1::tests::random_q4_1;
+    use super::super::{BlockMatrix, PackedMatrix};
     use super::*;
+    use crate::test_support::random;
 
     #[test]
     fn rows_rebuild_the_plain_blocks() {
@@ -193,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn products_are_the_plain_layout_s_to_the_bit() {
+        let (rows, cols, n) = (16, 288, 5);
+        let data = random_q4_1(rows, cols, 11);
+        let tiled = Interleaved::<Q4_1Tiles>::new(&data, rows, cols).unwrap();
+        let plain = BlockMatrix::<Q4_1>::new(data, rows, cols).unwrap();
+        let x = random(n * cols, 12);
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(tiled.matmul_t(&x, n)), bits(plain.matmul_t(&x, n)));
+    }
+
+    #[test]
     fn shapes_it_cannot_tile_are_errors() {
         testing::shapes_it_cannot_tile_are_errors::<Q4_1Tiles>(&random_q4_1(12, 256, 1));
     }
@@ -203,8 +239,11 @@ mod tests {
         testing::every_kernel_equals_the_portable_code::<Q4_1Tiles>(
             &random_q4_1(8, 320, 3),
             320,
-            x86::tile_avx2::<2>,
-            x86::tile_vnni::<2>,
+            &[
+                ("avx2", x86::tile_avx2::<2>),
+                ("avxvnni", x86::tile_vnni::<2>),
+                ("avx512vnni", x86::tile_avx512::<2>),
+            ],
         );
     }
 }

@@ -97,94 +97,129 @@ impl RowTiles for Q4KTiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
-        // SAFETY: the caller checked AVX2, FMA and F16C.
-        unsafe { avx2::tile::<A>(tiles, acts) }
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_vnni::<A>(tiles, acts) }
+        } else {
+            // SAFETY: the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_avx2::<A>(tiles, acts) }
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Q8KBlock, D, DMIN, MN, QS, ROWS, SC, TILE_BYTES};
 
     /// The 8 rows of one group of tiles times `A` activation rows: `[activation][row]`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn tile<const A: usize>(tiles: &[u8], a: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
-        let blocks = tiles.len() / TILE_BYTES;
-        assert!(a.iter().all(|r| r.len() == blocks));
-        let m4 = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); A];
-        let mut acc_m = [_mm256_setzero_ps(); A];
-        for b in 0..blocks {
-            // SAFETY: b < blocks; every offset below stays inside the tile.
-            unsafe {
-                let t = tiles.as_ptr().add(b * TILE_BYTES);
-                crate::prefetch::ahead(t, TILE_BYTES);
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
-                let dminw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(DMIN) as *const __m128i));
-                let mut q8 = [std::ptr::null::<i8>(); A];
-                for j in 0..A {
-                    q8[j] = a[j].get_unchecked(b).qs.as_ptr();
-                }
-                let mut sumi = [_mm256_setzero_si256(); A];
-                for c in 0..4 {
-                    // Pair sums of at most 2 * 15 * 127, eight of them: no i16 overflow.
-                    let mut lo = [_mm256_setzero_si256(); A];
-                    let mut hi = [_mm256_setzero_si256(); A];
-                    for g in 0..8 {
-                        let w = _mm256_loadu_si256(t.add(QS + (c * 8 + g) * 32) as *const __m256i);
-                        let wl = _mm256_and_si256(w, m4);
-                        let wh = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
-                        for j in 0..A {
-                            let p = q8[j].add(64 * c + 4 * g);
-                            let al = _mm256_set1_epi32((p as *const i32).read_unaligned());
-                            let ah = _mm256_set1_epi32((p.add(32) as *const i32).read_unaligned());
-                            lo[j] = _mm256_add_epi16(lo[j], _mm256_maddubs_epi16(wl, al));
-                            hi[j] = _mm256_add_epi16(hi[j], _mm256_maddubs_epi16(wh, ah));
+    /// `$pair(sum, nibbles, x)`: sum += products of the unsigned nibbles and the signed
+    /// activation bytes, in any integer lanes (at most 8 * 2 * 15 * 128 = 30720 in magnitude
+    /// per lane); `$quads(sum)`: those lanes as 8 i32 sums.
+    macro_rules! tile_body {
+        ($tiles:expr, $a:expr, $A:expr, $pair:expr, $quads:expr) => {{
+            let (tiles, a) = ($tiles, $a);
+            let blocks = tiles.len() / TILE_BYTES;
+            assert!(a.iter().all(|r| r.len() == blocks));
+            let m4 = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); $A];
+            let mut acc_m = [_mm256_setzero_ps(); $A];
+            for b in 0..blocks {
+                // SAFETY: b < blocks; every offset below stays inside the tile.
+                unsafe {
+                    let t = tiles.as_ptr().add(b * TILE_BYTES);
+                    crate::prefetch::ahead(t, TILE_BYTES);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+                    let dminw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(DMIN) as *const __m128i));
+                    let mut q8 = [std::ptr::null::<i8>(); $A];
+                    for j in 0..$A {
+                        q8[j] = a[j].get_unchecked(b).qs.as_ptr();
+                    }
+                    let mut sumi = [_mm256_setzero_si256(); $A];
+                    for c in 0..4 {
+                        let mut lo = [_mm256_setzero_si256(); $A];
+                        let mut hi = [_mm256_setzero_si256(); $A];
+                        for g in 0..8 {
+                            let w =
+                                _mm256_loadu_si256(t.add(QS + (c * 8 + g) * 32) as *const __m256i);
+                            let wl = _mm256_and_si256(w, m4);
+                            let wh = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+                            for j in 0..$A {
+                                let p = q8[j].add(64 * c + 4 * g);
+                                let al = _mm256_set1_epi32((p as *const i32).read_unaligned());
+                                let ah =
+                                    _mm256_set1_epi32((p.add(32) as *const i32).read_unaligned());
+                                lo[j] = $pair(lo[j], wl, al);
+                                hi[j] = $pair(hi[j], wh, ah);
+                            }
+                        }
+                        let sl = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                            t.add(SC + 2 * c * ROWS) as *const __m128i
+                        ));
+                        let sh = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                            t.add(SC + (2 * c + 1) * ROWS) as *const __m128i,
+                        ));
+                        for j in 0..$A {
+                            let l = _mm256_mullo_epi32($quads(lo[j]), sl);
+                            let h = _mm256_mullo_epi32($quads(hi[j]), sh);
+                            sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(l, h));
                         }
                     }
-                    let sl = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                        t.add(SC + 2 * c * ROWS) as *const __m128i
-                    ));
-                    let sh = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                        t.add(SC + (2 * c + 1) * ROWS) as *const __m128i
-                    ));
-                    for j in 0..A {
-                        let l = _mm256_mullo_epi32(_mm256_madd_epi16(lo[j], ones), sl);
-                        let h = _mm256_mullo_epi32(_mm256_madd_epi16(hi[j], ones), sh);
-                        sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(l, h));
+                    for j in 0..$A {
+                        let y = a[j].get_unchecked(b);
+                        let mut summ = _mm256_setzero_si256();
+                        for k in 0..4 {
+                            let s0 = y.bsums[4 * k] as i32 + y.bsums[4 * k + 1] as i32;
+                            let s1 = y.bsums[4 * k + 2] as i32 + y.bsums[4 * k + 3] as i32;
+                            let pair = (s0 as u16 as i32) | ((s1 as u16 as i32) << 16);
+                            let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                                t.add(MN + 16 * k) as *const __m128i
+                            ));
+                            summ = _mm256_add_epi32(
+                                summ,
+                                _mm256_madd_epi16(mins, _mm256_set1_epi32(pair)),
+                            );
+                        }
+                        let d = _mm256_mul_ps(_mm256_set1_ps(y.d), dw);
+                        acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+                        let dm = _mm256_mul_ps(_mm256_set1_ps(-y.d), dminw);
+                        acc_m[j] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(summ), acc_m[j]);
                     }
-                }
-                for j in 0..A {
-                    let y = a[j].get_unchecked(b);
-                    let mut summ = _mm256_setzero_si256();
-                    for k in 0..4 {
-                        let s0 = y.bsums[4 * k] as i32 + y.bsums[4 * k + 1] as i32;
-                        let s1 = y.bsums[4 * k + 2] as i32 + y.bsums[4 * k + 3] as i32;
-                        let pair = (s0 as u16 as i32) | ((s1 as u16 as i32) << 16);
-                        let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                            t.add(MN + 16 * k) as *const __m128i
-                        ));
-                        summ = _mm256_add_epi32(
-                            summ,
-                            _mm256_madd_epi16(mins, _mm256_set1_epi32(pair)),
-                        );
-                    }
-                    let d = _mm256_mul_ps(_mm256_set1_ps(y.d), dw);
-                    acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[j]), acc[j]);
-                    let dm = _mm256_mul_ps(_mm256_set1_ps(-y.d), dminw);
-                    acc_m[j] = _mm256_fmadd_ps(dm, _mm256_cvtepi32_ps(summ), acc_m[j]);
                 }
             }
-        }
-        let mut out = [[0f32; ROWS]; A];
-        for j in 0..A {
-            // SAFETY: 8 f32 fit a row of `out`.
-            unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), _mm256_add_ps(acc[j], acc_m[j])) };
-        }
-        out
+            let mut out = [[0f32; ROWS]; $A];
+            for j in 0..$A {
+                // SAFETY: 8 f32 fit a row of `out`.
+                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), _mm256_add_ps(acc[j], acc_m[j])) };
+            }
+            out
+        }};
+    }
+
+    /// AVX2: `maddubs` pairs summed in i16 (exact: see above), `madd` with ones.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn tile_avx2<const A: usize>(tiles: &[u8], a: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
+        let ones = _mm256_set1_epi16(1);
+        tile_body!(
+            tiles,
+            a,
+            A,
+            |s, w, x| _mm256_add_epi16(s, _mm256_maddubs_epi16(w, x)),
+            |s| _mm256_madd_epi16(s, ones)
+        )
+    }
+
+    /// AVX-VNNI: one `vpdpbusd` into i32 lanes.
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub(super) fn tile_vnni<const A: usize>(tiles: &[u8], a: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
+        tile_body!(
+            tiles,
+            a,
+            A,
+            |s, w, x| _mm256_dpbusd_avx_epi32(s, w, x),
+            |s| s
+        )
     }
 }
 
@@ -213,5 +248,18 @@ mod tests {
     #[test]
     fn shapes_it_cannot_tile_are_errors() {
         testing::shapes_it_cannot_tile_are_errors::<Q4KTiles>(&random_q4_k(12, 256, 1));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_and_vnni_kernels_equal_the_portable_code() {
+        testing::every_kernel_equals_the_portable_code::<Q4KTiles>(
+            &random_q4_k(8, 768, 3),
+            768,
+            &[
+                ("avx2", x86::tile_avx2::<2>),
+                ("avxvnni", x86::tile_vnni::<2>),
+            ],
+        );
     }
 }

@@ -186,8 +186,10 @@ mod tests {
         testing::every_kernel_equals_the_portable_code::<Q8_0Tiles>(
             &random_q8_0(8, 320, 3),
             320,
-            x86::tile_avx2::<2>,
-            x86::tile_vnni::<2>,
+            &[
+                ("avx2", x86::tile_avx2::<2>),
+                ("avxvnni", x86::tile_vnni::<2>),
+            ],
         );
     }
 }
