@@ -159,12 +159,15 @@ impl Linear {
 
     /// `x @ W^T`: `(seq, in)` -> `(seq, out)`, f32. Dense weights with at most
     /// [`rowwise::MAX_ROWS`] rows (decode steps, one row per sequence) go through
-    /// [`rowwise::forward`], so a sequence's row is the same alone and in a batch.
+    /// [`rowwise::forward`], so a sequence's row is the same alone and in a batch; longer
+    /// passes through [`rowwise::forward_long`] (same products) on CPUs with AVX-512F.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self {
             Linear::Dense(w) => match rowwise::forward(x, w)? {
                 Some(y) => y,
-                // Prefill chunks: candle's f32 GEMM (half-precision weights widened per call).
+                None if let Some(y) = rowwise::forward_long(x, w)? => y,
+                // Prefill chunks without AVX-512: candle's f32 GEMM (half-precision weights
+                // widened per call).
                 None if w.dtype() == DType::F32 => x.matmul(&w.t()?)?,
                 None => {
                     let wide = match rowwise::widen(w)? {

@@ -33,6 +33,34 @@ const ROWS_PER_TASK: usize = 16;
 /// read, so the result equals that of the same weights stored as f32, bit for bit, while half the
 /// bytes cross the memory bus.
 pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    product(x, w, false)
+}
+
+/// [`forward`] for passes of any number of rows (prefill chunks), blocked for the caches and
+/// AVX-512's 32 registers, on CPUs with AVX-512F; `None` elsewhere (the caller then uses
+/// candle's GEMM). Every output is the same dot product as [`forward`]'s, bit for bit (same
+/// lanes, same order: see `avx512`), so a row's product does not depend on the length of
+/// the pass it is in.
+pub fn forward_long(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    if !long_available() {
+        return Ok(None);
+    }
+    product(x, w, true)
+}
+
+/// Whether [`forward_long`] has its kernel on this CPU.
+fn long_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd_available() && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     let (rows, in_features) = match x.dims() {
         &[r, i] => (r, i),
         _ => return Ok(None),
@@ -42,7 +70,7 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         _ => return Ok(None),
     };
     if rows == 0
-        || rows > MAX_ROWS
+        || (rows > MAX_ROWS && !long)
         || in_features == 0
         || out_features == 0
         || w_in != in_features
@@ -61,6 +89,9 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     };
     // Transposed output (out, rows): each task owns the rows of its block of weights.
     let out_t = match cpu {
+        CpuStorage::F32(all) if long => long_products(&x_data, in_features, &all[start..end]),
+        CpuStorage::BF16(all) if long => long_products(&x_data, in_features, &all[start..end]),
+        CpuStorage::F16(all) if long => long_products(&x_data, in_features, &all[start..end]),
         CpuStorage::F32(all) => products(&x_data, in_features, &all[start..end]),
         CpuStorage::BF16(all) => products(&x_data, in_features, &all[start..end]),
         CpuStorage::F16(all) => products(&x_data, in_features, &all[start..end]),
@@ -69,11 +100,17 @@ pub fn forward(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     drop(storage);
 
     let mut out = vec![0f32; rows * out_features]; // (rows, out)
-    for (j, column) in out_t.chunks_exact(rows).enumerate() {
-        for (i, &v) in column.iter().enumerate() {
-            out[i * out_features + j] = v;
+                                                   // Eight output rows per task: each reads runs of 8 values of `out_t` and writes whole rows.
+    const T: usize = 8;
+    crate::pool::for_each_chunk_mut(&mut out, T * out_features, |t, block| {
+        let i0 = t * T;
+        let n = block.len() / out_features;
+        for (j, column) in out_t.chunks_exact(rows).enumerate() {
+            for (k, &v) in column[i0..i0 + n].iter().enumerate() {
+                block[k * out_features + j] = v;
+            }
         }
-    }
+    });
     Ok(Some(Tensor::from_vec(
         out,
         (rows, out_features),
@@ -114,6 +151,12 @@ pub(crate) trait Weight: Copy + Send + Sync {
     /// `p..p + 8` must be readable, and the CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+    /// Sixteen consecutive weights as f32 lanes.
+    ///
+    /// # Safety
+    /// `p..p + 16` must be readable, and the CPU must have AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl Weight for f32 {
@@ -126,6 +169,13 @@ impl Weight for f32 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         // SAFETY: the caller guarantees 8 readable f32.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller guarantees 16 readable f32.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
     }
 }
 
@@ -145,6 +195,17 @@ impl Weight for bf16 {
             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16))
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 16 readable bf16 (32 bytes).
+        unsafe {
+            let raw = _mm256_loadu_si256(p as *const __m256i);
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16))
+        }
+    }
 }
 
 impl Weight for f16 {
@@ -158,6 +219,14 @@ impl Weight for f16 {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees 8 readable f16 (16 bytes) and F16C.
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 16 readable f16 (32 bytes).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
     }
 }
 
@@ -177,6 +246,30 @@ fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
             let widened: Vec<f32> = w_block.iter().map(|v| v.to_f32()).collect();
             block(x, in_features, &widened, out_block, |a, b, c| a * b + c);
         }
+    });
+    out_t
+}
+
+/// Bytes of weights per task of [`long_products`], and of activations per pass over them
+/// (`avx512`): both together stay in a 2 MiB L2 while the task runs.
+const LONG_BLOCK_BYTES: usize = 512 * 1024;
+
+/// [`products`] for passes of any length, with the AVX-512 kernel.
+fn long_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
+    let rows = x.len() / in_features;
+    let mut out_t = vec![0f32; w.len() / in_features * rows];
+    let row_bytes = in_features * std::mem::size_of::<W>();
+    let task_rows = (LONG_BLOCK_BYTES / row_bytes).clamp(4, 64) / 4 * 4;
+    crate::pool::for_each_chunk_mut(&mut out_t, task_rows * rows, |i, out_block| {
+        let w_rows = out_block.len() / rows;
+        let w_block = &w[i * task_rows * in_features..][..w_rows * in_features];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: only reached when `long_available()` saw AVX-512F, AVX2, FMA and F16C.
+        unsafe {
+            avx512::block(x, in_features, w_block, out_block)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = w_block;
     });
     out_t
 }
@@ -368,6 +461,106 @@ mod avx2 {
     }
 }
 
+/// The AVX-512 kernel of [`forward_long`]: a block of 4 weight rows times 3 activation rows
+/// at a time, 24 products in registers. Each product keeps, as [`avx2`] does, four 8-lane sums
+/// over the chunks of 32 (here two 16-lane registers: lanes 0-7 and 8-15 of the first are
+/// `avx2`'s first two registers, those of the second its last two), adds them up in the same
+/// order and then the tail in order: the same floating-point operations, so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Weight;
+
+    const W_BLOCK: usize = 4;
+    const A_BLOCK: usize = 3;
+
+    /// `out_block[j * rows + i] = dot(x_i, w_j)` for every weight row `w_j` of `w_block` and
+    /// every activation row `x_i` of `x`.
+    // Index loops over the register arrays: each index names a row of the block.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) unsafe fn block<W: Weight>(
+        x: &[f32],
+        in_features: usize,
+        w_block: &[W],
+        out_block: &mut [f32],
+    ) {
+        let k = in_features;
+        let rows = x.len() / k;
+        let w_rows = w_block.len() / k;
+        let full = k / 32 * 32;
+        // Activation rows per pass over the task's weights: they stay in L2 while every
+        // weight block of the task meets them.
+        let a_chunk = (super::LONG_BLOCK_BYTES / (4 * k)).clamp(A_BLOCK, 96) / A_BLOCK * A_BLOCK;
+        for a0 in (0..rows).step_by(a_chunk) {
+            let a_end = (a0 + a_chunk).min(rows);
+            for w0 in (0..w_rows).step_by(W_BLOCK) {
+                // Rows past the end repeat the last one; their results are not written.
+                let mut wp = [w_block.as_ptr(); W_BLOCK];
+                for (i, p) in wp.iter_mut().enumerate() {
+                    *p = w_block[(w0 + i).min(w_rows - 1) * k..].as_ptr();
+                }
+                for a1 in (a0..a_end).step_by(A_BLOCK) {
+                    let mut ap = [x.as_ptr(); A_BLOCK];
+                    for (j, p) in ap.iter_mut().enumerate() {
+                        *p = x[(a1 + j).min(a_end - 1) * k..].as_ptr();
+                    }
+                    let mut acc = [[[_mm512_setzero_ps(); 2]; A_BLOCK]; W_BLOCK];
+                    let mut o = 0;
+                    while o < full {
+                        for h in 0..2 {
+                            let mut wv = [_mm512_setzero_ps(); W_BLOCK];
+                            for i in 0..W_BLOCK {
+                                // SAFETY: o + 16 * h + 16 <= full <= k, inside row i.
+                                wv[i] = unsafe { W::load16(wp[i].add(o + 16 * h)) };
+                            }
+                            for j in 0..A_BLOCK {
+                                // SAFETY: as above, inside activation row j.
+                                let av = unsafe { _mm512_loadu_ps(ap[j].add(o + 16 * h)) };
+                                for i in 0..W_BLOCK {
+                                    acc[i][j][h] = _mm512_fmadd_ps(av, wv[i], acc[i][j][h]);
+                                }
+                            }
+                        }
+                        o += 32;
+                    }
+                    for i in 0..W_BLOCK.min(w_rows - w0) {
+                        for j in 0..A_BLOCK.min(a_end - a1) {
+                            let [lo, hi] = acc[i][j];
+                            let s = _mm256_add_ps(
+                                _mm256_add_ps(low(lo), high(lo)),
+                                _mm256_add_ps(low(hi), high(hi)),
+                            );
+                            let mut l = [0f32; 8];
+                            // SAFETY: 8 f32 fit `l`.
+                            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), s) };
+                            let mut sum =
+                                ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                            let (a_row, w_row) =
+                                (&x[(a1 + j) * k..][..k], &w_block[(w0 + i) * k..][..k]);
+                            for (&va, &vw) in a_row[full..].iter().zip(&w_row[full..]) {
+                                sum = va.mul_add(vw.to_f32(), sum);
+                            }
+                            out_block[(w0 + i) * rows + a1 + j] = sum;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn low(v: __m512) -> __m256 {
+        _mm512_castps512_ps256(v)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn high(v: __m512) -> __m256 {
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+    }
+}
+
 /// For each weight row `w_j` of the block (`(block, in)`) and each input row `x_i`
 /// (`(rows, in)`), `out_block[j * rows + i] = dot(x_i, w_j)`.
 #[inline(always)]
@@ -456,5 +649,35 @@ mod tests {
         }
         let too_many = Tensor::zeros((MAX_ROWS + 1, inp), candle_core::DType::F32, &dev).unwrap();
         assert!(forward(&too_many, &w).unwrap().is_none());
+    }
+
+    #[test]
+    fn long_passes_give_each_row_its_single_row_product() {
+        if !long_available() {
+            return; // the kernel needs AVX-512F; candle's GEMM is used instead
+        }
+        let dev = Device::Cpu;
+        // 200 rows: more than one activation chunk (96) and not a multiple of the 3-row
+        // block; 141 columns: a tail after the chunks of 32; 70 weight rows: a task of 64 and
+        // one of 6, not a multiple of the 4-row block.
+        let (rows, inp, out) = (200, 141, 70);
+        let x = Tensor::from_vec(random(rows * inp, 3), (rows, inp), &dev).unwrap();
+        let w = Tensor::from_vec(random(out * inp, 4), (out, inp), &dev).unwrap();
+        for dtype in [
+            candle_core::DType::F32,
+            candle_core::DType::BF16,
+            candle_core::DType::F16,
+        ] {
+            let w = w.to_dtype(dtype).unwrap();
+            let long = forward_long(&x, &w).unwrap().unwrap();
+            assert_eq!(long.dims(), &[rows, out]);
+            let long = long.to_vec2::<f32>().unwrap();
+            for (i, row) in long.iter().enumerate() {
+                let alone = forward(&x.narrow(0, i, 1).unwrap(), &w).unwrap().unwrap();
+                let alone = alone.to_vec2::<f32>().unwrap();
+                let bits = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&alone[0]), bits(row), "{dtype:?} row {i}");
+            }
+        }
     }
 }

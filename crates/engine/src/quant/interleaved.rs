@@ -6,8 +6,9 @@
 //! here holds one block of each of eight rows (as llama.cpp's repacked `*_8x8` formats do, in
 //! layouts of our own): a 32-byte load holds the same four positions of the eight rows, the
 //! four activation bytes they meet are broadcast to all lanes, and each 32-bit lane
-//! accumulates one row. Each format ([`super::q4_k_x8`], [`super::q6_k_x8`]) says how its
-//! blocks are laid out in a tile and computes them; this module does the rest. A row's result
+//! accumulates one row. Each format ([`super::q4_1_x8`], [`super::q8_0_x8`],
+//! [`super::q4_k_x8`], [`super::q6_k_x8`]) says how its blocks are laid out in a tile and
+//! computes them; this module does the rest. A row's result
 //! depends on nothing else in the pass, and the SIMD kernels and the portable code do the same
 //! operations (tested), so batched and speculative decoding keep their exactness.
 

@@ -2,18 +2,23 @@
 //!
 //! llama.cpp multiplies a quantized weight matrix by activations that it first rounds to
 //! 8 bits per block (Q8_1 for Q4_1 weights, Q8_0 for Q8_0, Q8_K for the K-quants), then sums
-//! integer products block by block and scales them in float. Each format here does the same
-//! operations in the same order as llama.cpp's AVX2 code (integer sums are exact; the float
-//! steps are the same fused multiply-adds in the same lanes), so a product agrees with
-//! llama.cpp's to the last bit or nearly.
+//! integer products block by block and scales them in float. Each format here rounds the
+//! activations and sums the integers exactly as llama.cpp does. The plain layouts also do the
+//! float steps in llama.cpp's AVX2 order (the same fused multiply-adds in the same lanes), so
+//! their products agree with llama.cpp's to the last bit or nearly; of the layouts interleaved
+//! by 8 rows ([`interleaved`], used wherever the rows are a multiple of 8), Q4_1 keeps that
+//! order too and Q8_0, Q4_K and Q6_K scale each block's integer sum in one step (float
+//! differences of rounding only). Every kernel asks for the weights it will read next
+//! ([`crate::prefetch`]).
 //!
 //! Every output element is one call of the dot product of one weight row and one activation
 //! row, so outputs never depend on how many rows are computed together: a batched decode step,
 //! a speculative verification pass and a prefill chunk give each row exactly the numbers it
 //! gets alone. The kernels still compute several activation rows per weight block they
 //! unpack (one read of the weights for all of them), which is what makes those passes cheap.
-//! The SIMD paths (AVX2, and AVX-512 VNNI where the CPU has it; the integer sums are the same)
-//! and the portable path give bit-identical results; the tests check it on random inputs.
+//! The SIMD paths (AVX2, and AVX-VNNI / AVX-512 VNNI where the CPU has them; the integer sums
+//! are the same) and the portable path give bit-identical results; the tests check every
+//! kernel against the portable code on random inputs.
 
 use std::sync::Arc;
 

@@ -152,7 +152,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::interleaved::{testing, Interleaved};
+    use super::super::interleaved::testing;
     use super::super::q8_0::tests::random_q8_0;
     use super::*;
 
@@ -173,11 +173,7 @@ mod tests {
 
     #[test]
     fn shapes_it_cannot_tile_are_errors() {
-        let data = random_q8_0(12, 256, 1);
-        let err = Interleaved::<Q8_0Tiles>::new(&data, 12, 256).unwrap_err();
-        assert!(err.to_string().contains("q8_0"), "{err}");
-        assert!(Interleaved::<Q8_0Tiles>::new(&data[..100], 8, 256).is_err());
-        assert!(Interleaved::<Q8_0Tiles>::new(&data[..8 * 34 * 3], 8, 100).is_err());
+        testing::shapes_it_cannot_tile_are_errors::<Q8_0Tiles>(&random_q8_0(12, 256, 1));
     }
 
     #[cfg(target_arch = "x86_64")]
