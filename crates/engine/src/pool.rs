@@ -32,6 +32,28 @@ pub fn for_each_chunk_mut<T: Send>(
     });
 }
 
+/// `(rows, n)` row-major -> `(n, rows)` row-major, spread over the pool's threads: each task
+/// writes eight whole output rows, reading runs of eight values of the input (a plain
+/// single-threaded loop of scattered writes cost 9-10% of a batched decode step or a prefill).
+pub fn transpose(src: &[f32], rows: usize, n: usize) -> Vec<f32> {
+    assert_eq!(src.len(), rows * n, "not a (rows, n) matrix");
+    let mut out = vec![0f32; n * rows];
+    if out.is_empty() {
+        return out;
+    }
+    const T: usize = 8;
+    for_each_chunk_mut(&mut out, T * rows, |t, block| {
+        let i0 = t * T;
+        let m = block.len() / rows;
+        for (j, column) in src.chunks_exact(n).enumerate() {
+            for (k, &v) in column[i0..i0 + m].iter().enumerate() {
+                block[k * rows + j] = v;
+            }
+        }
+    });
+    out
+}
+
 /// A pointer the pool's threads may share (each writes its own disjoint chunk).
 struct SendPtr<T>(*mut T);
 // SAFETY: only used by `for_each_chunk_mut`, whose chunks are disjoint and outlive the call.
@@ -45,6 +67,23 @@ impl<T> SendPtr<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_moves_every_element() {
+        for (rows, n) in [(1usize, 1usize), (3, 5), (17, 9), (100, 16), (5, 0)] {
+            let src: Vec<f32> = (0..rows * n).map(|v| v as f32).collect();
+            let out = transpose(&src, rows, n);
+            for r in 0..rows {
+                for c in 0..n {
+                    assert_eq!(
+                        out[c * rows + r],
+                        src[r * n + c],
+                        "({r}, {c}) of ({rows}, {n})"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_chunk_is_visited_once_with_its_index() {

@@ -99,18 +99,7 @@ fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     };
     drop(storage);
 
-    let mut out = vec![0f32; rows * out_features]; // (rows, out)
-                                                   // Eight output rows per task: each reads runs of 8 values of `out_t` and writes whole rows.
-    const T: usize = 8;
-    crate::pool::for_each_chunk_mut(&mut out, T * out_features, |t, block| {
-        let i0 = t * T;
-        let n = block.len() / out_features;
-        for (j, column) in out_t.chunks_exact(rows).enumerate() {
-            for (k, &v) in column[i0..i0 + n].iter().enumerate() {
-                block[k * out_features + j] = v;
-            }
-        }
-    });
+    let out = crate::pool::transpose(&out_t, out_features, rows); // (rows, out)
     Ok(Some(Tensor::from_vec(
         out,
         (rows, out_features),

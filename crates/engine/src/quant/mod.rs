@@ -237,13 +237,7 @@ pub(crate) fn transpose(out_t: Vec<f32>, rows: usize, n: usize) -> Vec<f32> {
     if n == 1 {
         return out_t;
     }
-    let mut out = vec![0f32; n * rows];
-    for (j, column) in out_t.chunks_exact(n).enumerate() {
-        for (i, &v) in column.iter().enumerate() {
-            out[i * rows + j] = v;
-        }
-    }
-    out
+    crate::pool::transpose(&out_t, rows, n)
 }
 
 /// Most weight rows, and most activation rows, of one [`Format::dot_tile`] call.
