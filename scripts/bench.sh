@@ -173,7 +173,7 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "on this page (\`perf record -e cpu-clock\` on \`examples/bench\` for the profiles):"
   echo
   echo "- Decode: ahead on every model, but not 1.2x on all: this VM's speed drifts by tens of"
-  echo "  percent, and two runs on the same code put the 1B F16 and Q4_K_M ratios at 1.08-1.26x"
+  echo "  percent, and three runs on this code put the 1B F16 and Q4_K_M ratios at 1.04-1.26x"
   echo "  (SmolLM2 and Q8_0 stayed above 1.2x). One step reads every weight once; our kernels are"
   echo "  bound by memory on the 1B files (about 32-41 GB/s of weights, against 37-48 GB/s that one"
   echo "  pass over 1 GiB reads here with prefetching; the issue's 75 GB/s STREAM figure was not"
