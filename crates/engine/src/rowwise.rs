@@ -99,7 +99,7 @@ fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     };
     drop(storage);
 
-    let out = crate::pool::transpose(&out_t, out_features, rows); // (rows, out)
+    let out = crate::pool::transpose(out_t, out_features, rows); // (rows, out)
     Ok(Some(Tensor::from_vec(
         out,
         (rows, out_features),

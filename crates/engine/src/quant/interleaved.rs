@@ -139,7 +139,7 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
         crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
             group_products::<T>(self.group(group), &acts, out, simd);
         });
-        super::transpose(out_t, self.rows, n)
+        crate::pool::transpose(out_t, self.rows, n)
     }
 }
 

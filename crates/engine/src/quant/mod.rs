@@ -228,16 +228,8 @@ impl<F: Format> PackedMatrix for BlockMatrix<F> {
                 .collect();
             dot_rows::<F>(&w_rows, &acts, out_block, simd);
         });
-        transpose(out_t, self.rows, n)
+        crate::pool::transpose(out_t, self.rows, n)
     }
-}
-
-/// `(rows, n)` row-major -> `(n, rows)` row-major.
-pub(crate) fn transpose(out_t: Vec<f32>, rows: usize, n: usize) -> Vec<f32> {
-    if n == 1 {
-        return out_t;
-    }
-    crate::pool::transpose(&out_t, rows, n)
 }
 
 /// Most weight rows, and most activation rows, of one [`Format::dot_tile`] call.
