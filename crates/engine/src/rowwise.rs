@@ -304,6 +304,17 @@ fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
     dot(a, b, f32::mul_add)
 }
 
+/// `sum` plus the products of the tail of a dot product (past its chunks of 32), in order:
+/// the last step of every SIMD dot product here.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn add_tail<W: Weight>(mut sum: f32, a: &[f32], w: &[W]) -> f32 {
+    for (&va, &vw) in a.iter().zip(w) {
+        sum = va.mul_add(vw.to_f32(), sum);
+    }
+    sum
+}
+
 /// Whether the SIMD paths (AVX2, FMA, F16C) are used: decided by CPU detection, so once per
 /// process. Shared by every CPU kernel of the crate.
 pub(crate) fn simd_available() -> bool {
@@ -370,7 +381,7 @@ mod avx2 {
 
     /// Horizontal sum of the four accumulators in a fixed order.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn reduce(acc: [__m256; 4]) -> f32 {
+    pub(super) unsafe fn reduce(acc: [__m256; 4]) -> f32 {
         let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), s);
@@ -408,11 +419,7 @@ mod avx2 {
             }
             o += 32;
         }
-        let mut sum = reduce(acc);
-        for (&va, &vw) in a[full..n].iter().zip(&w[full..n]) {
-            sum = va.mul_add(vw.to_f32(), sum);
-        }
-        sum
+        super::add_tail(reduce(acc), &a[full..n], &w[full..n])
     }
 
     /// `(dot1(a, w), dot1(b, w))` with one load of `w` for both; all three have one length.
@@ -516,21 +523,15 @@ mod avx512 {
                     }
                     for i in 0..W_BLOCK.min(w_rows - w0) {
                         for j in 0..A_BLOCK.min(a_end - a1) {
+                            // avx2's four 8-lane sums are the halves of the two registers.
                             let [lo, hi] = acc[i][j];
-                            let s = _mm256_add_ps(
-                                _mm256_add_ps(low(lo), high(lo)),
-                                _mm256_add_ps(low(hi), high(hi)),
-                            );
-                            let mut l = [0f32; 8];
-                            // SAFETY: 8 f32 fit `l`.
-                            unsafe { _mm256_storeu_ps(l.as_mut_ptr(), s) };
-                            let mut sum =
-                                ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                            // SAFETY: this function's features include avx2's.
+                            let sum = unsafe {
+                                super::avx2::reduce([low(lo), high(lo), low(hi), high(hi)])
+                            };
                             let (a_row, w_row) =
                                 (&x[(a1 + j) * k..][..k], &w_block[(w0 + i) * k..][..k]);
-                            for (&va, &vw) in a_row[full..].iter().zip(&w_row[full..]) {
-                                sum = va.mul_add(vw.to_f32(), sum);
-                            }
+                            let sum = super::add_tail(sum, &a_row[full..], &w_row[full..]);
                             out_block[(w0 + i) * rows + a1 + j] = sum;
                         }
                     }
