@@ -135,24 +135,30 @@ pub fn pack(
 ) -> Result<Option<Arc<dyn PackedMatrix>>> {
     let data = data.into();
     Ok(Some(match dtype {
-        GgmlDType::Q4_1 if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
-            interleaved::Interleaved::<q4_1_x8::Q4_1Tiles>::new(data.as_slice(), rows, cols)?,
-        ),
-        GgmlDType::Q4_1 => Arc::new(BlockMatrix::<q4_1::Q4_1>::new(data, rows, cols)?),
-        GgmlDType::Q8_0 if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
-            interleaved::Interleaved::<q8_0_x8::Q8_0Tiles>::new(data.as_slice(), rows, cols)?,
-        ),
-        GgmlDType::Q8_0 => Arc::new(BlockMatrix::<q8_0::Q8_0>::new(data, rows, cols)?),
-        GgmlDType::Q4K if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
-            interleaved::Interleaved::<q4_k_x8::Q4KTiles>::new(data.as_slice(), rows, cols)?,
-        ),
-        GgmlDType::Q4K => Arc::new(BlockMatrix::<q4_k::Q4K>::new(data, rows, cols)?),
-        GgmlDType::Q6K if rows.is_multiple_of(interleaved::ROWS) => Arc::new(
-            interleaved::Interleaved::<q6_k_x8::Q6KTiles>::new(data.as_slice(), rows, cols)?,
-        ),
-        GgmlDType::Q6K => Arc::new(BlockMatrix::<q6_k::Q6K>::new(data, rows, cols)?),
+        GgmlDType::Q4_1 => tiled_or_plain::<q4_1_x8::Q4_1Tiles>(data, rows, cols)?,
+        GgmlDType::Q8_0 => tiled_or_plain::<q8_0_x8::Q8_0Tiles>(data, rows, cols)?,
+        GgmlDType::Q4K => tiled_or_plain::<q4_k_x8::Q4KTiles>(data, rows, cols)?,
+        GgmlDType::Q6K => tiled_or_plain::<q6_k_x8::Q6KTiles>(data, rows, cols)?,
         _ => return Ok(None),
     }))
+}
+
+/// A matrix in `T`'s tiles of 8 rows when its rows are a multiple of 8, else in the plain
+/// layout of `T`'s format (sharing `data`).
+fn tiled_or_plain<T: interleaved::RowTiles>(
+    data: Bytes,
+    rows: usize,
+    cols: usize,
+) -> Result<Arc<dyn PackedMatrix>> {
+    Ok(if rows.is_multiple_of(interleaved::ROWS) {
+        Arc::new(interleaved::Interleaved::<T>::new(
+            data.as_slice(),
+            rows,
+            cols,
+        )?)
+    } else {
+        Arc::new(BlockMatrix::<T::Plain>::new(data, rows, cols)?)
+    })
 }
 
 impl<F: Format> BlockMatrix<F> {
