@@ -24,6 +24,34 @@ pub const ROWS: usize = 8;
 /// The activation blocks of a tiled format.
 pub type Act<T> = <<T as RowTiles>::Plain as Format>::Act;
 
+/// The x86 instruction sets the tile formats have kernels for, beyond AVX2 + FMA + F16C (which
+/// every SIMD path needs: [`simd_available`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX2, FMA and F16C only (the kernels' fallback; named by their tests).
+    #[cfg_attr(not(test), expect(dead_code))]
+    Avx2,
+    /// AVX-VNNI: `vpdpbusd` on 256-bit vectors, 16 registers.
+    AvxVnni,
+    /// AVX-512 VNNI with AVX-512VL: `vpdpbusd` on 256-bit vectors, 32 registers.
+    Avx512Vnni,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Isa {
+    /// Whether this CPU runs kernels compiled for it (AVX2, FMA and F16C included).
+    pub(crate) fn available(self) -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        simd_available()
+            && match self {
+                Isa::Avx2 => true,
+                Isa::AvxVnni => has!("avxvnni"),
+                Isa::Avx512Vnni => has!("avx512f") && has!("avx512vl") && has!("avx512vnni"),
+            }
+    }
+}
+
 /// A block format laid out eight rows to a tile.
 pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// The plain GGML format.
@@ -240,16 +268,15 @@ pub(crate) mod testing {
     #[cfg(target_arch = "x86_64")]
     pub(crate) type Kernel2<T> = unsafe fn(&[u8], [&[Act<T>]; 2]) -> [[f32; ROWS]; 2];
 
-    /// Each x86 kernel of a format (`(CPU feature, kernel)`: "avx2", "avxvnni" or
-    /// "avx512vnni"), called directly whatever the CPU would pick, equals the portable code
-    /// bit for bit where the CPU has its feature.
+    /// Each x86 kernel of a format (with the instruction set it is compiled for), called
+    /// directly whatever the CPU would pick, equals the portable code bit for bit where the
+    /// CPU has its instruction set.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn every_kernel_equals_the_portable_code<T: RowTiles>(
         data: &[u8],
         cols: usize,
-        kernels: &[(&str, Kernel2<T>)],
+        kernels: &[(Isa, Kernel2<T>)],
     ) {
-        use std::arch::is_x86_feature_detected as has;
         if !simd_available() {
             return;
         }
@@ -260,17 +287,11 @@ pub(crate) mod testing {
         let want: [[u32; ROWS]; 2] =
             std::array::from_fn(|j| std::array::from_fn(|r| T::dot(tiles, r, &acts[j]).to_bits()));
         let bits = |v: [[f32; ROWS]; 2]| v.map(|row| row.map(f32::to_bits));
-        for &(feature, kernel) in kernels {
-            let present = match feature {
-                "avx2" => true,
-                "avxvnni" => has!("avxvnni"),
-                "avx512vnni" => has!("avx512f") && has!("avx512vl") && has!("avx512vnni"),
-                other => panic!("unknown feature {other}"),
-            };
-            if present {
-                // SAFETY: simd_available() saw AVX2, FMA and F16C, and the CPU has `feature`.
+        for &(isa, kernel) in kernels {
+            if isa.available() {
+                // SAFETY: this CPU has the kernel's instruction set.
                 let got = unsafe { kernel(tiles, [&acts[0], &acts[1]]) };
-                assert_eq!(bits(got), want, "{feature}");
+                assert_eq!(bits(got), want, "{isa:?}");
             }
         }
     }

@@ -16,6 +16,8 @@
 use half::f16;
 
 use super::hsum8;
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::Isa;
 use super::interleaved::{RowTiles, ROWS};
 use super::q4_1::{Q8_1Block, Q4_1};
 
@@ -75,11 +77,10 @@ impl RowTiles for Q4_1Tiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_1Block]; A]) -> [[f32; ROWS]; A] {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512vl") && has!("avx512vnni") {
-            // SAFETY: the CPU has these; the caller checked AVX2, FMA and F16C.
+        if Isa::Avx512Vnni.available() {
+            // SAFETY: the CPU has AVX-512 VNNI and VL; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_avx512::<A>(tiles, acts) }
-        } else if has!("avxvnni") {
+        } else if Isa::AvxVnni.available() {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_vnni::<A>(tiles, acts) }
         } else {
@@ -240,9 +241,9 @@ mod tests {
             &random_q4_1(8, 320, 3),
             320,
             &[
-                ("avx2", x86::tile_avx2::<2>),
-                ("avxvnni", x86::tile_vnni::<2>),
-                ("avx512vnni", x86::tile_avx512::<2>),
+                (Isa::Avx2, x86::tile_avx2::<2>),
+                (Isa::AvxVnni, x86::tile_vnni::<2>),
+                (Isa::Avx512Vnni, x86::tile_avx512::<2>),
             ],
         );
     }

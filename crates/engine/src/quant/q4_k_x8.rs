@@ -12,6 +12,8 @@
 
 use half::f16;
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::Isa;
 use super::interleaved::{RowTiles, ROWS};
 use super::q4_k::{scales_mins, Q4K};
 use super::q8_k::Q8KBlock;
@@ -97,7 +99,7 @@ impl RowTiles for Q4KTiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
-        if std::arch::is_x86_feature_detected!("avxvnni") {
+        if Isa::AvxVnni.available() {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_vnni::<A>(tiles, acts) }
         } else {
@@ -257,8 +259,8 @@ mod tests {
             &random_q4_k(8, 768, 3),
             768,
             &[
-                ("avx2", x86::tile_avx2::<2>),
-                ("avxvnni", x86::tile_vnni::<2>),
+                (Isa::Avx2, x86::tile_avx2::<2>),
+                (Isa::AvxVnni, x86::tile_vnni::<2>),
             ],
         );
     }

@@ -10,6 +10,8 @@
 
 use half::f16;
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::Isa;
 use super::interleaved::{RowTiles, ROWS};
 use super::q8_0::{Q8_0Block, Q8_0};
 
@@ -60,7 +62,7 @@ impl RowTiles for Q8_0Tiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_0Block]; A]) -> [[f32; ROWS]; A] {
-        if std::arch::is_x86_feature_detected!("avxvnni") {
+        if Isa::AvxVnni.available() {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_vnni::<A>(tiles, acts) }
         } else {
@@ -183,8 +185,8 @@ mod tests {
             &random_q8_0(8, 320, 3),
             320,
             &[
-                ("avx2", x86::tile_avx2::<2>),
-                ("avxvnni", x86::tile_vnni::<2>),
+                (Isa::Avx2, x86::tile_avx2::<2>),
+                (Isa::AvxVnni, x86::tile_vnni::<2>),
             ],
         );
     }
