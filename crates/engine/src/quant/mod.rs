@@ -262,7 +262,10 @@ fn dot_rows<F: Format>(w_rows: &[&[u8]], acts: &[Vec<F::Act>], out: &mut [f32], 
                 .map(|(i, w)| (i * W_TILE, w))
             {
                 let out_tile = &mut tile_out[..ws.len() * a_len];
-                crate::prefetch::ahead(ws[0].as_ptr(), ws.len() * ws[0].len());
+                if a0 == 0 {
+                    // Later groups of activations find the rows in cache.
+                    crate::prefetch::ahead(ws[0].as_ptr(), ws.len() * ws[0].len());
+                }
                 // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
                 unsafe { F::dot_tile(ws, &a_refs[..a_len], out_tile) };
                 for (w, row) in out_tile.chunks_exact(a_len).enumerate() {
