@@ -379,19 +379,64 @@ mod avx2 {
         }
     }
 
-    /// Horizontal sum of the four accumulators in a fixed order.
+    /// Horizontal sum of the four accumulators in a fixed order: `pair_sums`, then the rest
+    /// (which [`reduce8`] does for eight products at once).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn reduce(acc: [__m256; 4]) -> f32 {
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let s = pair_sums(acc);
         let mut l = [0f32; 8];
         _mm256_storeu_ps(l.as_mut_ptr(), s);
         ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
     }
 
-    /// [`super::dots_f32`] on this CPU.
+    /// The first step of [`reduce`]: `(acc[0] + acc[1]) + (acc[2] + acc[3])`, lane by lane.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn pair_sums(acc: [__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))
+    }
+
+    /// [`reduce`] of eight products at once, in registers: lane `i` of the result is
+    /// `reduce(acc_i)` given `s[i] = pair_sums(acc_i)`. Each lane goes through the same
+    /// additions in the same order: halves `l_k + l_(k+4)` (a 128-bit lane swap), then
+    /// adjacent pairs twice (`hadd`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn reduce8(s: [__m256; 8]) -> __m256 {
+        // For products a, b: [a0+a4, a1+a5, a2+a6, a3+a7, b0+b4, b1+b5, b2+b6, b3+b7].
+        let halves = |a: __m256, b: __m256| {
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        };
+        let (t01, t23) = (halves(s[0], s[1]), halves(s[2], s[3]));
+        let (t45, t67) = (halves(s[4], s[5]), halves(s[6], s[7]));
+        // Lanes: products 0 0 2 2 1 1 3 3, then 4 4 6 6 5 5 7 7, then 0 2 4 6 1 3 5 7.
+        let v = _mm256_hadd_ps(t01, t23);
+        let u = _mm256_hadd_ps(t45, t67);
+        let r = _mm256_hadd_ps(v, u);
+        _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+
+    /// [`super::dots_f32`] on this CPU: [`dot1`]'s products, eight rows' reductions at a time.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dots(a: &[f32], rows: &[f32], out: &mut [f32]) {
-        for (o, row) in out.iter_mut().zip(rows.chunks_exact(a.len())) {
+        let n = a.len();
+        let full = n / 32 * 32;
+        let done = out.len() / 8 * 8;
+        let mut groups = out.chunks_exact_mut(8);
+        for (g, outs) in groups.by_ref().enumerate() {
+            let row = |r: usize| &rows[(8 * g + r) * n..][..n];
+            // SAFETY: same CPU features as this function; each row holds n values.
+            let s = std::array::from_fn(|r| pair_sums(unsafe { chunk_sums(a, row(r), full) }));
+            let mut sums = [0f32; 8];
+            // SAFETY: `sums` holds eight floats.
+            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(s)) };
+            for (r, (o, sum)) in outs.iter_mut().zip(sums).enumerate() {
+                *o = super::add_tail(sum, &a[full..], &row(r)[full..]);
+            }
+        }
+        let rest = groups.into_remainder();
+        for (o, row) in rest.iter_mut().zip(rows[done * n..].chunks_exact(n)) {
             // SAFETY: same CPU features as this function.
             *o = unsafe { dot1(a, row) };
         }
@@ -402,13 +447,23 @@ mod avx2 {
     pub(super) unsafe fn dot1<W: Weight>(a: &[f32], w: &[W]) -> f32 {
         let n = a.len().min(w.len());
         let full = n / 32 * 32;
+        // SAFETY: same CPU features; full <= n, the length of both slices' prefixes used.
+        let acc = unsafe { chunk_sums(a, w, full) };
+        super::add_tail(reduce(acc), &a[full..n], &w[full..n])
+    }
+
+    /// The four 8-lane accumulators of `sum(a * w)` over the first `full` values (a multiple
+    /// of 32, at most the length of both).
+    #[inline(always)]
+    unsafe fn chunk_sums<W: Weight>(a: &[f32], w: &[W], full: usize) -> [__m256; 4] {
+        debug_assert!(full.is_multiple_of(32) && full <= a.len() && full <= w.len());
         let (pa, pw) = (a.as_ptr(), w.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut o = 0;
         while o < full {
             crate::prefetch::ahead(pw.wrapping_add(o), 32 * std::mem::size_of::<W>());
             for (r, reg) in acc.iter_mut().enumerate() {
-                // SAFETY: o + 8 * r + 8 <= full <= n, within both slices.
+                // SAFETY: o + 8 * r + 8 <= full, within both slices.
                 let (va, vw) = unsafe {
                     (
                         _mm256_loadu_ps(pa.add(o + 8 * r)),
@@ -419,7 +474,7 @@ mod avx2 {
             }
             o += 32;
         }
-        super::add_tail(reduce(acc), &a[full..n], &w[full..n])
+        acc
     }
 
     /// `(dot1(a, w), dot1(b, w))` with one load of `w` for both; all three have one length.
@@ -639,6 +694,24 @@ mod tests {
         }
         let too_many = Tensor::zeros((MAX_ROWS + 1, inp), candle_core::DType::F32, &dev).unwrap();
         assert!(forward(&too_many, &w).unwrap().is_none());
+    }
+
+    #[test]
+    fn many_dot_products_equal_each_alone() {
+        // 67 rows: eight groups of eight and a remainder; 77 values: a tail after the chunks.
+        let (rows, n) = (67, 77);
+        let a = random(n, 7);
+        let w: Vec<f32> = random(rows * n, 8)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * 10f32.powi((i % 13) as i32 - 6)) // the order shows in the bits
+            .collect();
+        let mut out = vec![f32::NAN; rows];
+        dots_f32(&a, &w, &mut out);
+        for (j, o) in out.iter().enumerate() {
+            let alone = dot_f32(&a, &w[j * n..][..n]);
+            assert_eq!(o.to_bits(), alone.to_bits(), "row {j}");
+        }
     }
 
     #[test]
