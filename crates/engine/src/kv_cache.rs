@@ -7,7 +7,7 @@
 //! (`start_pos < len`) rewinds, which is how a caller reuses a cache for a new prompt.
 //! Invariant: positions `0..len` hold valid entries.
 
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Storage, StorageRef, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
@@ -95,27 +95,21 @@ impl KvCache {
         Ok((k_cache.narrow(1, 0, end)?, v_cache.narrow(1, 0, end)?))
     }
 
-    /// Call `f` with the raw `(num_kv_heads, capacity, head_dim)` keys and values of `layer`
-    /// when the cache lives in CPU memory as f32; `None` (and `f` not called) otherwise.
-    pub(crate) fn with_cpu_layer<R>(
-        &self,
-        layer: usize,
-        f: impl FnOnce(&[f32], &[f32]) -> R,
-    ) -> Option<R> {
+    /// Read access to the raw `(num_kv_heads, capacity, head_dim)` keys and values of `layer`
+    /// when the cache lives in CPU memory as f32; `None` otherwise. Several caches' views may
+    /// be held at once (batched decode attends over all of them in one call).
+    pub(crate) fn cpu_layer(&self, layer: usize) -> Option<CpuLayer<'_>> {
         let (k_cache, v_cache) = &self.layers[layer];
-        let (k_storage, k_layout) = k_cache.storage_and_layout();
-        let (v_storage, v_layout) = v_cache.storage_and_layout();
-        fn slice(storage: &Storage, offsets: Option<(usize, usize)>) -> Option<&[f32]> {
-            match (storage, offsets) {
-                (Storage::Cpu(cpu), Some((start, end))) => {
-                    cpu.as_slice::<f32>().ok().map(|all| &all[start..end])
-                }
-                _ => None,
-            }
-        }
-        let k = slice(&k_storage, k_layout.contiguous_offsets())?;
-        let v = slice(&v_storage, v_layout.contiguous_offsets())?;
-        Some(f(k, v))
+        let (k, k_layout) = k_cache.storage_and_layout();
+        let (v, v_layout) = v_cache.storage_and_layout();
+        let view = CpuLayer {
+            k_range: k_layout.contiguous_offsets()?,
+            v_range: v_layout.contiguous_offsets()?,
+            k,
+            v,
+        };
+        (f32s(&view.k, view.k_range).is_some() && f32s(&view.v, view.v_range).is_some())
+            .then_some(view)
     }
 
     /// Replace this cache's contents with positions `0..len` of `src` (same model).
@@ -137,5 +131,32 @@ impl KvCache {
     /// Record that positions `0..len` are valid (after all layers were written).
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;
+    }
+}
+
+/// One layer's keys and values in CPU memory, borrowed from a [`KvCache`] (see
+/// [`KvCache::cpu_layer`]): both `(num_kv_heads, capacity, head_dim)` f32.
+pub(crate) struct CpuLayer<'a> {
+    k: StorageRef<'a>,
+    v: StorageRef<'a>,
+    k_range: (usize, usize),
+    v_range: (usize, usize),
+}
+
+impl CpuLayer<'_> {
+    pub(crate) fn keys(&self) -> &[f32] {
+        f32s(&self.k, self.k_range).expect("checked at creation")
+    }
+
+    pub(crate) fn values(&self) -> &[f32] {
+        f32s(&self.v, self.v_range).expect("checked at creation")
+    }
+}
+
+/// The f32 values `start..end` of a CPU storage; `None` for other devices or types.
+fn f32s(storage: &Storage, (start, end): (usize, usize)) -> Option<&[f32]> {
+    match storage {
+        Storage::Cpu(cpu) => cpu.as_slice::<f32>().ok().map(|all| &all[start..end]),
+        _ => None,
     }
 }

@@ -16,7 +16,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::attention::{attend_rows, AttentionShape};
+use crate::attention::{attend_rows, AttentionShape, SequenceRows};
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
@@ -271,7 +271,8 @@ impl Llama {
 
     /// RoPE, cache append and attention of one sequence, from its projections `q (seq, n_heads *
     /// hd)`, `k`, `v (seq, n_kv * hd)` at `start_pos` -> `(seq, n_heads * hd)` before `o_proj`.
-    /// Shared by [`Self::forward`] and [`Self::forward_batch`], so both do the same arithmetic.
+    /// [`Self::forward_batch`] runs the same steps ([`Self::rope_append`], then
+    /// [`Self::fused_attention`] over all its sequences at once), so both do the same arithmetic.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -285,47 +286,129 @@ impl Llama {
         cache: &mut KvCache,
         start_pos: usize,
     ) -> Result<Tensor> {
+        let (q, k_all, v_all) = self.rope_append(layer_idx, q, k, v, cos, sin, cache, start_pos)?;
+        let fused = self.fused_attention(
+            layer_idx,
+            std::slice::from_ref(&q),
+            &[&*cache],
+            &[start_pos],
+        )?;
+        match fused {
+            Some(out) => Ok(out),
+            None => self.matmul_attention(&q, &k_all, &v_all, mask),
+        }
+    }
+
+    /// RoPE on one sequence's projections `q (seq, n_heads * hd)`, `k`, `v (seq, n_kv * hd)` at
+    /// `start_pos`, and the append of its keys and values to `cache`. Returns the rotated
+    /// queries `(1, n_heads, seq, hd)` and the cache's keys and values up to the end of the
+    /// write, `(n_kv, start_pos + seq, hd)` each.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_append(
+        &self,
+        layer_idx: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut KvCache,
+        start_pos: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let c = &self.config;
         let seq_len = q.dim(0)?;
-        let (n_heads, n_kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let group = c.kv_group_size();
+        let hd = c.head_dim;
         // (seq, heads * hd) -> (1, heads, seq, hd)
         let to_heads = |t: &Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((1, seq_len, heads, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = to_heads(q, n_heads)?;
-        let k = to_heads(k, n_kv)?;
-        let v = to_heads(v, n_kv)?;
+        let q = to_heads(q, c.num_heads)?;
+        let k = to_heads(k, c.num_kv_heads)?;
+        let v = to_heads(v, c.num_kv_heads)?;
         let q = self.rotary.apply(&q, cos, sin)?; // (1, n_heads, seq, hd)
         let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
         let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
-        let total = start_pos + seq_len; // k_all, v_all: (n_kv, total, hd)
-        let scale = 1.0 / (hd as f64).sqrt();
+        Ok((q, k_all, v_all))
+    }
 
-        // A few rows (decode, batched decode, speculative verification): the fused kernel over
-        // the cache, whose rows do not depend on each other (see `crate::attention`).
-        if seq_len <= rowwise::MAX_ROWS && self.device.is_cpu() {
-            let q_rows = q.flatten_all()?.to_vec1::<f32>()?; // (n_heads, seq, hd)
-            let shape = AttentionShape {
-                n_heads,
-                n_kv_heads: n_kv,
-                head_dim: hd,
-                capacity: cache.capacity(),
-            };
-            let fused = cache.with_cpu_layer(layer_idx, |k, v| {
-                attend_rows(&q_rows, k, v, shape, start_pos, scale as f32)
-            });
-            if let Some(out) = fused {
-                return Ok(Tensor::from_vec(
-                    out,
-                    (seq_len, n_heads * hd),
-                    &self.device,
-                )?);
+    /// The fused CPU kernel ([`crate::attention`]) for a few rows of one or more sequences
+    /// (decode, batched decode, speculative verification): `qs[b]` are sequence `b`'s rotated
+    /// queries `(1, n_heads, seq_b, hd)` at `positions[b]`, whose keys and values `caches[b]`
+    /// already holds. Returns `(sum of seq_b, n_heads * hd)`, or `None` when the kernel does not
+    /// apply (another device, or a prefill-sized pass).
+    fn fused_attention(
+        &self,
+        layer_idx: usize,
+        qs: &[Tensor],
+        caches: &[&KvCache],
+        positions: &[usize],
+    ) -> Result<Option<Tensor>> {
+        let c = &self.config;
+        let mut rows = 0;
+        for q in qs {
+            let seq_len = q.dim(2)?;
+            if seq_len > rowwise::MAX_ROWS {
+                return Ok(None);
             }
+            rows += seq_len;
         }
+        if !self.device.is_cpu() {
+            return Ok(None);
+        }
+        let Some(layers) = caches
+            .iter()
+            .map(|cache| cache.cpu_layer(layer_idx))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let q_rows = qs
+            .iter()
+            .map(|q| Ok(q.flatten_all()?.to_vec1::<f32>()?)) // (n_heads, seq, hd)
+            .collect::<Result<Vec<_>>>()?;
+        let seqs: Vec<SequenceRows> = q_rows
+            .iter()
+            .zip(&layers)
+            .zip(positions)
+            .map(|((q, layer), &start_pos)| SequenceRows {
+                q,
+                k: layer.keys(),
+                v: layer.values(),
+                start_pos,
+            })
+            .collect();
+        let shape = AttentionShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        };
+        let scale = (1.0 / (c.head_dim as f64).sqrt()) as f32;
+        let out = attend_rows(&seqs, shape, scale);
+        Ok(Some(Tensor::from_vec(
+            out,
+            (rows, c.num_heads * c.head_dim),
+            &self.device,
+        )?))
+    }
 
+    /// Attention of one sequence with candle's matrix products (prefill chunks, other devices):
+    /// rotated queries `q (1, n_heads, seq, hd)`, keys and values `(n_kv, total, hd)`, `mask`
+    /// `(seq, total)` or none -> `(seq, n_heads * hd)`.
+    fn matmul_attention(
+        &self,
+        q: &Tensor,
+        k_all: &Tensor,
+        v_all: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (n_heads, n_kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let group = c.kv_group_size();
+        let seq_len = q.dim(2)?;
+        let total = k_all.dim(1)?;
+        let scale = 1.0 / (hd as f64).sqrt();
         // Query heads g*group..(g+1)*group share kv head g (transformers' repeat_kv order), so
         // fold the group into the rows: (n_kv, group * seq, hd).
         let q = q.reshape((n_kv, group * seq_len, hd))?;
@@ -391,23 +474,36 @@ impl Llama {
             let q = layer.q_proj.forward(&h)?; // (batch, n_heads * hd)
             let k = layer.k_proj.forward(&h)?; // (batch, n_kv * hd)
             let v = layer.v_proj.forward(&h)?; // (batch, n_kv * hd)
-            let mut rows = Vec::with_capacity(batch);
+            let mut rotated = Vec::with_capacity(batch); // (q, k_all, v_all) per sequence
             for (b, cache) in caches.iter_mut().enumerate() {
                 let (cos, sin) = &rope[b];
                 let row = |t: &Tensor| t.narrow(0, b, 1); // (1, features)
-                rows.push(self.attend(
+                rotated.push(self.rope_append(
                     i,
                     &row(&q)?,
                     &row(&k)?,
                     &row(&v)?,
                     cos,
                     sin,
-                    None,
                     cache,
                     positions[b],
-                )?); // (1, n_heads * hd)
+                )?);
             }
-            let attn = Tensor::cat(&rows, 0)?; // (batch, n_heads * hd)
+            // Every sequence's attention in one call of the fused kernel (one pool dispatch for
+            // all sequences and heads); per sequence with candle's products where it does not
+            // apply.
+            let qs: Vec<Tensor> = rotated.iter().map(|(q, _, _)| q.clone()).collect();
+            let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+            let attn = match self.fused_attention(i, &qs, &shared, positions)? {
+                Some(attn) => attn,
+                None => {
+                    let rows = rotated
+                        .iter()
+                        .map(|(q, k_all, v_all)| self.matmul_attention(q, k_all, v_all, None))
+                        .collect::<Result<Vec<_>>>()?;
+                    Tensor::cat(&rows, 0)?
+                }
+            }; // (batch, n_heads * hd)
             x = (x + layer.o_proj.forward(&attn)?)?; // (batch, hidden)
             let h = layer.post_attention_layernorm.forward(&x)?;
             let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?; // (batch, intermediate)
