@@ -161,7 +161,7 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
 
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
-        let acts: Vec<Vec<Act<T>>> = x.chunks_exact(self.cols).map(T::Plain::quantize).collect();
+        let acts = super::quantize_rows(x, self.cols, T::Plain::quantize);
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
         crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
