@@ -17,6 +17,7 @@
 //! and Python `tokenizers` (Llama 3.2 tokenizer on the GuardReasoner benchmarks); see the
 //! crate's `tests/`.
 
+pub mod activation;
 mod attention;
 pub mod batch;
 pub mod config;
