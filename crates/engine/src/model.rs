@@ -16,6 +16,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
+use crate::activation::silu_mul;
 use crate::attention::{attend_rows, AttentionShape, SequenceRows};
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
@@ -241,9 +242,9 @@ impl Llama {
             let attn = self.attention(layer, i, &h, &cos, &sin, mask.as_ref(), cache, start_pos)?;
             x = (x + attn)?;
             let h = layer.post_attention_layernorm.forward(&x)?;
-            let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?; // (seq, intermediate)
+            let gate = layer.gate_proj.forward(&h)?; // (seq, intermediate)
             let up = layer.up_proj.forward(&h)?; // (seq, intermediate)
-            x = (x + layer.down_proj.forward(&(gate * up)?)?)?; // (seq, hidden)
+            x = (x + layer.down_proj.forward(&silu_mul(&gate, &up)?)?)?; // (seq, hidden)
         }
         cache.set_len(start_pos + seq_len);
         self.norm.forward(&x) // (seq, hidden)
@@ -287,12 +288,8 @@ impl Llama {
         start_pos: usize,
     ) -> Result<Tensor> {
         let (q, k_all, v_all) = self.rope_append(layer_idx, q, k, v, cos, sin, cache, start_pos)?;
-        let fused = self.fused_attention(
-            layer_idx,
-            std::slice::from_ref(&q),
-            &[&*cache],
-            &[start_pos],
-        )?;
+        let seq_len = q.dim(2)?;
+        let fused = self.fused_attention(layer_idx, &q, &[seq_len], &[&*cache], &[start_pos])?;
         match fused {
             Some(out) => Ok(out),
             None => self.matmul_attention(&q, &k_all, &v_all, mask),
@@ -334,27 +331,22 @@ impl Llama {
     }
 
     /// The fused CPU kernel ([`crate::attention`]) for a few rows of one or more sequences
-    /// (decode, batched decode, speculative verification): `qs[b]` are sequence `b`'s rotated
-    /// queries `(1, n_heads, seq_b, hd)` at `positions[b]`, whose keys and values `caches[b]`
-    /// already holds. Returns `(sum of seq_b, n_heads * hd)`, or `None` when the kernel does not
-    /// apply (another device, or a prefill-sized pass).
+    /// (decode, batched decode, speculative verification): `q` holds the rotated queries of
+    /// every sequence in turn, `(n_heads, seq_lens[b], hd)` for sequence `b` at `positions[b]`
+    /// (a `(1, n_heads, seq, hd)` tensor for one sequence, `(batch, n_heads, 1, hd)` for a
+    /// decode step of several), whose keys and values `caches[b]` already holds. Returns
+    /// `(sum of seq_lens, n_heads * hd)`, or `None` when the kernel does not apply (another
+    /// device, or a prefill-sized pass).
     fn fused_attention(
         &self,
         layer_idx: usize,
-        qs: &[Tensor],
+        q: &Tensor,
+        seq_lens: &[usize],
         caches: &[&KvCache],
         positions: &[usize],
     ) -> Result<Option<Tensor>> {
         let c = &self.config;
-        let mut rows = 0;
-        for q in qs {
-            let seq_len = q.dim(2)?;
-            if seq_len > rowwise::MAX_ROWS {
-                return Ok(None);
-            }
-            rows += seq_len;
-        }
-        if !self.device.is_cpu() {
+        if !self.device.is_cpu() || seq_lens.iter().any(|&n| n > rowwise::MAX_ROWS) {
             return Ok(None);
         }
         let Some(layers) = caches
@@ -364,21 +356,26 @@ impl Llama {
         else {
             return Ok(None);
         };
-        let q_rows = qs
-            .iter()
-            .map(|q| Ok(q.flatten_all()?.to_vec1::<f32>()?)) // (n_heads, seq, hd)
-            .collect::<Result<Vec<_>>>()?;
-        let seqs: Vec<SequenceRows> = q_rows
-            .iter()
-            .zip(&layers)
-            .zip(positions)
-            .map(|((q, layer), &start_pos)| SequenceRows {
-                q,
+        let q_rows = q.flatten_all()?.to_vec1::<f32>()?;
+        let width = c.num_heads * c.head_dim;
+        let mut at = 0;
+        let mut seqs = Vec::with_capacity(seq_lens.len());
+        for ((&n, layer), &start_pos) in seq_lens.iter().zip(&layers).zip(positions) {
+            seqs.push(SequenceRows {
+                q: &q_rows[at..at + n * width],
                 k: layer.keys(),
                 v: layer.values(),
                 start_pos,
-            })
-            .collect();
+            });
+            at += n * width;
+        }
+        if at != q_rows.len() {
+            return Err(EngineError::InvalidRequest {
+                field: "q".into(),
+                problem: format!("{} values for {} rows", q_rows.len(), at / width),
+            });
+        }
+        let rows = at / width;
         let shape = AttentionShape {
             n_heads: c.num_heads,
             n_kv_heads: c.num_kv_heads,
@@ -463,52 +460,52 @@ impl Llama {
         for (cache, &pos) in caches.iter().zip(positions) {
             cache.check_room(pos, 1)?;
         }
+        let c = &self.config;
         let ids = Tensor::new(tokens, &self.device)?; // (batch)
         let mut x = self.embed_tokens.embed(&ids)?; // (batch, hidden)
-        let rope = positions
-            .iter()
-            .map(|&pos| self.rotary.cos_sin(pos, 1, &self.device)) // (1, head_dim/2) each
-            .collect::<Result<Vec<_>>>()?;
+                                                    // Each sequence's own position: (batch, 1, head_dim/2), which candle's RoPE kernels
+                                                    // apply row by row with the same arithmetic as a single sequence's 2-D tables.
+        let (cos, sin) = self.rotary.cos_sin_at(positions, &self.device)?;
+        let (n_heads, n_kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        // (batch, heads * hd) -> (batch, heads, 1, hd)
+        let to_heads = |t: &Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((batch, 1, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?; // (batch, hidden)
-            let q = layer.q_proj.forward(&h)?; // (batch, n_heads * hd)
-            let k = layer.k_proj.forward(&h)?; // (batch, n_kv * hd)
-            let v = layer.v_proj.forward(&h)?; // (batch, n_kv * hd)
-            let mut rotated = Vec::with_capacity(batch); // (q, k_all, v_all) per sequence
+            let q = to_heads(&layer.q_proj.forward(&h)?, n_heads)?;
+            let k = to_heads(&layer.k_proj.forward(&h)?, n_kv)?;
+            let v = to_heads(&layer.v_proj.forward(&h)?, n_kv)?;
+            let q = self.rotary.apply(&q, &cos, &sin)?; // (batch, n_heads, 1, hd)
+            let k = self.rotary.apply(&k, &cos, &sin)?; // (batch, n_kv, 1, hd)
+            let mut kv_all = Vec::with_capacity(batch); // up to each sequence's position
             for (b, cache) in caches.iter_mut().enumerate() {
-                let (cos, sin) = &rope[b];
-                let row = |t: &Tensor| t.narrow(0, b, 1); // (1, features)
-                rotated.push(self.rope_append(
-                    i,
-                    &row(&q)?,
-                    &row(&k)?,
-                    &row(&v)?,
-                    cos,
-                    sin,
-                    cache,
-                    positions[b],
-                )?);
+                kv_all.push(cache.append(i, positions[b], &k.get(b)?, &v.get(b)?)?);
             }
             // Every sequence's attention in one call of the fused kernel (one pool dispatch for
             // all sequences and heads); per sequence with candle's products where it does not
             // apply.
-            let qs: Vec<Tensor> = rotated.iter().map(|(q, _, _)| q.clone()).collect();
             let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            let attn = match self.fused_attention(i, &qs, &shared, positions)? {
+            let attn = match self.fused_attention(i, &q, &vec![1; batch], &shared, positions)? {
                 Some(attn) => attn,
                 None => {
-                    let rows = rotated
+                    let rows = kv_all
                         .iter()
-                        .map(|(q, k_all, v_all)| self.matmul_attention(q, k_all, v_all, None))
+                        .enumerate()
+                        .map(|(b, (k_all, v_all))| {
+                            self.matmul_attention(&q.narrow(0, b, 1)?, k_all, v_all, None)
+                        })
                         .collect::<Result<Vec<_>>>()?;
                     Tensor::cat(&rows, 0)?
                 }
             }; // (batch, n_heads * hd)
             x = (x + layer.o_proj.forward(&attn)?)?; // (batch, hidden)
             let h = layer.post_attention_layernorm.forward(&x)?;
-            let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?; // (batch, intermediate)
+            let gate = layer.gate_proj.forward(&h)?; // (batch, intermediate)
             let up = layer.up_proj.forward(&h)?; // (batch, intermediate)
-            x = (x + layer.down_proj.forward(&(gate * up)?)?)?; // (batch, hidden)
+            x = (x + layer.down_proj.forward(&silu_mul(&gate, &up)?)?)?; // (batch, hidden)
         }
         for (cache, &pos) in caches.iter_mut().zip(positions) {
             cache.set_len(pos + 1);

@@ -117,7 +117,28 @@ impl RotaryEmbedding {
         Ok((cos, sin))
     }
 
-    /// Rotate `x`: `(1, heads, seq, head_dim)` contiguous, with tables from [`Self::cos_sin`].
+    /// `cos` and `sin` tables `(n, 1, head_dim / 2)` f32 for one position per sequence of a
+    /// batch (candle's RoPE kernels take such 3-D tables row by row): row `b` holds the values
+    /// [`Self::cos_sin`] gives for `positions[b]`.
+    pub fn cos_sin_at(&self, positions: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for &pos in positions {
+            for &f in &self.inv_freq {
+                let angle = pos as f32 * f; // as in `cos_sin`
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let shape = (positions.len(), 1, half);
+        Ok((
+            Tensor::from_vec(cos, shape, device)?,
+            Tensor::from_vec(sin, shape, device)?,
+        ))
+    }
+
+    /// Rotate `x`: `(1, heads, seq, head_dim)` contiguous with tables from [`Self::cos_sin`], or
+    /// `(batch, heads, 1, head_dim)` with tables from [`Self::cos_sin_at`].
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let out = match self.layout {
             RopeLayout::HalfSplit => candle_nn::rotary_emb::rope(x, cos, sin)?,
