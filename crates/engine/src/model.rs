@@ -272,8 +272,9 @@ impl Llama {
 
     /// RoPE, cache append and attention of one sequence, from its projections `q (seq, n_heads *
     /// hd)`, `k`, `v (seq, n_kv * hd)` at `start_pos` -> `(seq, n_heads * hd)` before `o_proj`.
-    /// [`Self::forward_batch`] runs the same steps ([`Self::rope_append`], then
-    /// [`Self::fused_attention`] over all its sequences at once), so both do the same arithmetic.
+    /// [`Self::forward_batch`] rotates all its sequences in one RoPE call (the same arithmetic,
+    /// row by row) and calls [`Self::fused_attention`] once for all of them, so both paths give
+    /// a sequence the same values.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -358,6 +359,12 @@ impl Llama {
         };
         let q_rows = q.flatten_all()?.to_vec1::<f32>()?;
         let width = c.num_heads * c.head_dim;
+        let rows: usize = seq_lens.iter().sum();
+        assert_eq!(
+            q_rows.len(),
+            rows * width,
+            "queries are not the sequences' rows"
+        );
         let mut at = 0;
         let mut seqs = Vec::with_capacity(seq_lens.len());
         for ((&n, layer), &start_pos) in seq_lens.iter().zip(&layers).zip(positions) {
@@ -369,13 +376,6 @@ impl Llama {
             });
             at += n * width;
         }
-        if at != q_rows.len() {
-            return Err(EngineError::InvalidRequest {
-                field: "q".into(),
-                problem: format!("{} values for {} rows", q_rows.len(), at / width),
-            });
-        }
-        let rows = at / width;
         let shape = AttentionShape {
             n_heads: c.num_heads,
             n_kv_heads: c.num_kv_heads,
