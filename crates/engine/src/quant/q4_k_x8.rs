@@ -8,7 +8,8 @@
 //!
 //! Arithmetic, per row and block: `sumi = sum_sub(scale * sum(q4 * q8))` and
 //! `summ = sum_sub(min * sum(q8))` are exact integers; `acc = fma(d_x * d, sumi, acc)` and
-//! `acc_m = fma(-d_x * dmin, summ, acc_m)` in f32, the result `acc + acc_m`.
+//! `acc_m = fma(-d_x * dmin, summ, acc_m)` in f32, the result `acc + acc_m`. Kernels: AVX2
+//! (`maddubs`), and one `vpdpbusd` per product with AVX-VNNI or AVX-512 VNNI.
 
 use half::f16;
 
@@ -99,7 +100,10 @@ impl RowTiles for Q4KTiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
-        if Isa::AvxVnni.available() {
+        if Isa::Avx512Vnni.available() {
+            // SAFETY: the CPU has AVX-512F/VL/VNNI; the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_avx512::<A>(tiles, acts) }
+        } else if Isa::AvxVnni.available() {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_vnni::<A>(tiles, acts) }
         } else {
@@ -223,6 +227,16 @@ mod x86 {
             |s| s
         )
     }
+
+    /// AVX-512 VNNI on 256-bit vectors (AVX-512VL): the same `vpdpbusd`, for CPUs without
+    /// AVX-VNNI (AMD Zen 4, Intel Ice Lake servers), and 32 vector registers.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(super) fn tile_avx512<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8KBlock]; A],
+    ) -> [[f32; ROWS]; A] {
+        tile_body!(tiles, a, A, |s, w, x| _mm256_dpbusd_epi32(s, w, x), |s| s)
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +275,7 @@ mod tests {
             &[
                 (Isa::Avx2, x86::tile_avx2::<2>),
                 (Isa::AvxVnni, x86::tile_vnni::<2>),
+                (Isa::Avx512Vnni, x86::tile_avx512::<2>),
             ],
         );
     }

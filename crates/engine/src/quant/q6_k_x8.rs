@@ -10,6 +10,8 @@
 
 use half::f16;
 
+#[cfg(target_arch = "x86_64")]
+use super::interleaved::Isa;
 use super::interleaved::{RowTiles, ROWS};
 use super::q6_k::{value, Q6K};
 use super::q8_k::Q8KBlock;
@@ -96,8 +98,16 @@ impl RowTiles for Q6KTiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
-        // SAFETY: the caller checked AVX2, FMA and F16C.
-        unsafe { avx2::tile::<A>(tiles, acts) }
+        if Isa::Avx512Vnni.available() {
+            // SAFETY: the CPU has AVX-512F/VL/VNNI; the caller checked AVX2, FMA and F16C.
+            unsafe { vnni::tile_avx512::<A>(tiles, acts) }
+        } else if Isa::AvxVnni.available() {
+            // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
+            unsafe { vnni::tile_avxvnni::<A>(tiles, acts) }
+        } else {
+            // SAFETY: the caller checked AVX2, FMA and F16C.
+            unsafe { avx2::tile::<A>(tiles, acts) }
+        }
     }
 }
 
@@ -214,6 +224,151 @@ mod avx2 {
     }
 }
 
+/// The VNNI kernels: `vpdpbusd` sums four 6-bit x 8-bit products per i32 lane, accumulated
+/// over a sub-block's four runs, then multiplied by the sub-block's scale once (the AVX2
+/// kernel scales every pair sum with a second multiply-add). Integer sums are exact, so the
+/// result is the AVX2 kernel's.
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{Q8KBlock, D, QH, QL, ROWS, SC, TILE_BYTES};
+
+    macro_rules! tile_body {
+        ($tiles:expr, $a:expr, $A:expr, $dp:expr) => {{
+            let (tiles, a) = ($tiles, $a);
+            let blocks = tiles.len() / TILE_BYTES;
+            assert!(a.iter().all(|r| r.len() == blocks));
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(3);
+            // Even and odd bytes of 16 (a pair of sub-blocks' scales, `[row][2]`).
+            let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+            let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+            let mut acc = [_mm256_setzero_ps(); $A];
+            for b in 0..blocks {
+                // SAFETY: b < blocks; every offset below stays inside the tile.
+                unsafe {
+                    let t = tiles.as_ptr().add(b * TILE_BYTES);
+                    crate::prefetch::ahead(t, TILE_BYTES);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+                    let mut q8 = [std::ptr::null::<i8>(); $A];
+                    for j in 0..$A {
+                        q8[j] = a[j].get_unchecked(b).qs.as_ptr();
+                    }
+                    let mut sumi = [_mm256_setzero_si256(); $A];
+                    let mut summ = [_mm256_setzero_si256(); $A];
+                    // Per sub-block, its scale for each row as i32 lanes.
+                    let mut scales = [_mm256_setzero_si256(); 16];
+                    for pair in 0..8 {
+                        let raw = _mm_loadu_si128(t.add(SC + 16 * pair) as *const __m128i);
+                        scales[2 * pair] = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(raw, even));
+                        scales[2 * pair + 1] = _mm256_cvtepi8_epi32(_mm_shuffle_epi8(raw, odd));
+                        // Scales of sub-blocks 2 * pair and 2 * pair + 1 as [row][2] i16.
+                        let sc = _mm256_cvtepi8_epi16(raw);
+                        for j in 0..$A {
+                            let y = a[j].get_unchecked(b);
+                            let bs = (y.bsums[2 * pair] as u16 as i32)
+                                | ((y.bsums[2 * pair + 1] as u16 as i32) << 16);
+                            summ[j] = _mm256_add_epi32(
+                                summ[j],
+                                _mm256_madd_epi16(sc, _mm256_set1_epi32(bs)),
+                            );
+                        }
+                    }
+                    for h in 0..2 {
+                        // Groups 0-3 and 4-7 of a run belong to two sub-blocks.
+                        for gh in 0..2 {
+                            let mut part = [[_mm256_setzero_si256(); $A]; 4];
+                            for g in 4 * gh..4 * gh + 4 {
+                                let wl0 = _mm256_loadu_si256(
+                                    t.add(QL + ((h * 2) * 8 + g) * 32) as *const __m256i
+                                );
+                                let wl1 = _mm256_loadu_si256(
+                                    t.add(QL + ((h * 2 + 1) * 8 + g) * 32) as *const __m256i,
+                                );
+                                let wh = _mm256_loadu_si256(
+                                    t.add(QH + (h * 8 + g) * 32) as *const __m256i
+                                );
+                                let high = |shift: i32| match shift {
+                                    0 => _mm256_slli_epi16(_mm256_and_si256(wh, m2), 4),
+                                    2 => _mm256_slli_epi16(
+                                        _mm256_and_si256(_mm256_srli_epi16(wh, 2), m2),
+                                        4,
+                                    ),
+                                    4 => _mm256_and_si256(wh, _mm256_set1_epi8(0x30)),
+                                    _ => _mm256_and_si256(
+                                        _mm256_srli_epi16(wh, 2),
+                                        _mm256_set1_epi8(0x30),
+                                    ),
+                                };
+                                let q = [
+                                    _mm256_or_si256(_mm256_and_si256(wl0, m4), high(0)),
+                                    _mm256_or_si256(_mm256_and_si256(wl1, m4), high(2)),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16(wl0, 4), m4),
+                                        high(4),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(_mm256_srli_epi16(wl1, 4), m4),
+                                        high(6),
+                                    ),
+                                ];
+                                for (c, &qc) in q.iter().enumerate() {
+                                    for j in 0..$A {
+                                        // Element 128h + 32c + 4g: four activation bytes.
+                                        let p = q8[j].add(128 * h + 32 * c + 4 * g) as *const i32;
+                                        let act = _mm256_set1_epi32(p.read_unaligned());
+                                        part[c][j] = $dp(part[c][j], qc, act);
+                                    }
+                                }
+                            }
+                            for (c, part) in part.iter().enumerate() {
+                                let scale = scales[8 * h + 2 * c + gh];
+                                for j in 0..$A {
+                                    sumi[j] = _mm256_add_epi32(
+                                        sumi[j],
+                                        _mm256_mullo_epi32(part[j], scale),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    for j in 0..$A {
+                        let y = a[j].get_unchecked(b);
+                        let total = _mm256_sub_epi32(sumi[j], _mm256_slli_epi32(summ[j], 5));
+                        let d = _mm256_mul_ps(_mm256_set1_ps(y.d), dw);
+                        acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[j]);
+                    }
+                }
+            }
+            let mut out = [[0f32; ROWS]; $A];
+            for j in 0..$A {
+                // SAFETY: 8 f32 fit a row of `out`.
+                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]) };
+            }
+            out
+        }};
+    }
+
+    /// AVX-512 VNNI on 256-bit vectors (AVX-512VL), 32 vector registers.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(super) fn tile_avx512<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8KBlock]; A],
+    ) -> [[f32; ROWS]; A] {
+        tile_body!(tiles, a, A, |s, w, x| _mm256_dpbusd_epi32(s, w, x))
+    }
+
+    /// AVX-VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    pub(super) fn tile_avxvnni<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8KBlock]; A],
+    ) -> [[f32; ROWS]; A] {
+        tile_body!(tiles, a, A, |s, w, x| _mm256_dpbusd_avx_epi32(s, w, x))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::interleaved::testing;
@@ -238,5 +393,19 @@ mod tests {
     #[test]
     fn shapes_it_cannot_tile_are_errors() {
         testing::shapes_it_cannot_tile_are_errors::<Q6KTiles>(&random_q6_k(12, 256, 1));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_kernel_equals_the_portable_code() {
+        testing::every_kernel_equals_the_portable_code::<Q6KTiles>(
+            &random_q6_k(8, 768, 3),
+            768,
+            &[
+                (Isa::Avx2, avx2::tile::<2>),
+                (Isa::AvxVnni, vnni::tile_avxvnni::<2>),
+                (Isa::Avx512Vnni, vnni::tile_avx512::<2>),
+            ],
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! same four positions of the eight rows.
 //!
 //! Arithmetic, per row and block: `sumi = sum(q_w * q_x)` is an exact integer, and
-//! `acc = fma(d_w * d_x, sumi, acc)` in f32, block after block. On CPUs with AVX-VNNI one
-//! `vpdpbusd` does the four products and their sum that AVX2 needs three instructions for.
+//! `acc = fma(d_w * d_x, sumi, acc)` in f32, block after block. On CPUs with AVX-VNNI or
+//! AVX-512 VNNI one `vpdpbusd` does the four products and their sum that AVX2 needs three
+//! instructions for.
 
 use half::f16;
 
@@ -62,7 +63,10 @@ impl RowTiles for Q8_0Tiles {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_0Block]; A]) -> [[f32; ROWS]; A] {
-        if Isa::AvxVnni.available() {
+        if Isa::Avx512Vnni.available() {
+            // SAFETY: the CPU has AVX-512F/VL/VNNI; the caller checked AVX2, FMA and F16C.
+            unsafe { x86::tile_avx512::<A>(tiles, acts) }
+        } else if Isa::AvxVnni.available() {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
             unsafe { x86::tile_vnni::<A>(tiles, acts) }
         } else {
@@ -150,6 +154,16 @@ mod x86 {
             acc, aw, sx
         ))
     }
+
+    /// AVX-512 VNNI on 256-bit vectors (AVX-512VL): the same `vpdpbusd`, for CPUs without
+    /// AVX-VNNI (AMD Zen 4, Intel Ice Lake servers), and 32 vector registers.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(super) fn tile_avx512<const A: usize>(
+        tiles: &[u8],
+        a: [&[Q8_0Block]; A],
+    ) -> [[f32; ROWS]; A] {
+        tile_body!(tiles, a, A, |acc, aw, sx| _mm256_dpbusd_epi32(acc, aw, sx))
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +201,7 @@ mod tests {
             &[
                 (Isa::Avx2, x86::tile_avx2::<2>),
                 (Isa::AvxVnni, x86::tile_vnni::<2>),
+                (Isa::Avx512Vnni, x86::tile_avx512::<2>),
             ],
         );
     }
