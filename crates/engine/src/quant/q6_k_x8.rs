@@ -100,136 +100,23 @@ impl RowTiles for Q6KTiles {
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
         if Isa::Avx512Vnni.available() {
             // SAFETY: the CPU has AVX-512F/VL/VNNI; the caller checked AVX2, FMA and F16C.
-            unsafe { vnni::tile_avx512::<A>(tiles, acts) }
+            unsafe { x86::tile_avx512::<A>(tiles, acts) }
         } else if Isa::AvxVnni.available() {
             // SAFETY: the CPU has AVX-VNNI; the caller checked AVX2, FMA and F16C.
-            unsafe { vnni::tile_avxvnni::<A>(tiles, acts) }
+            unsafe { x86::tile_avxvnni::<A>(tiles, acts) }
         } else {
             // SAFETY: the caller checked AVX2, FMA and F16C.
-            unsafe { avx2::tile::<A>(tiles, acts) }
+            unsafe { x86::tile_avx2::<A>(tiles, acts) }
         }
     }
 }
 
+/// The x86 kernels: per i32 lane, sums of four 6-bit x 8-bit products (one `vpdpbusd` with
+/// VNNI; `maddubs` and `madd` with ones on AVX2, exact since 2 * 63 * 127 fits an i16),
+/// accumulated over a sub-block's four runs, then multiplied by the sub-block's scale once.
+/// Integer sums are exact, so every kernel gives the portable code's result.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::{Q8KBlock, D, QH, QL, ROWS, SC, TILE_BYTES};
-
-    /// The 8 rows of one group of tiles times `A` activation rows: `[activation][row]`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn tile<const A: usize>(tiles: &[u8], a: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
-        let blocks = tiles.len() / TILE_BYTES;
-        assert!(a.iter().all(|r| r.len() == blocks));
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(3);
-        let mut acc = [_mm256_setzero_ps(); A];
-        for b in 0..blocks {
-            // SAFETY: b < blocks; every offset below stays inside the tile.
-            unsafe {
-                let t = tiles.as_ptr().add(b * TILE_BYTES);
-                crate::prefetch::ahead(t, TILE_BYTES);
-                let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
-                let mut q8 = [std::ptr::null::<i8>(); A];
-                for j in 0..A {
-                    q8[j] = a[j].get_unchecked(b).qs.as_ptr();
-                }
-                let mut sumi = [_mm256_setzero_si256(); A];
-                let mut summ = [_mm256_setzero_si256(); A];
-                // Per sub-block, its scale for each row, duplicated over the row's two 16-bit
-                // lanes (the pair sums of `maddubs`).
-                let mut scales = [_mm256_setzero_si256(); 16];
-                for pair in 0..8 {
-                    // Scales of sub-blocks 2 * pair and 2 * pair + 1 as [row][2] i16.
-                    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                        t.add(SC + 16 * pair) as *const __m128i
-                    ));
-                    scales[2 * pair] =
-                        _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(sc, 0xA0), 0xA0);
-                    scales[2 * pair + 1] =
-                        _mm256_shufflehi_epi16(_mm256_shufflelo_epi16(sc, 0xF5), 0xF5);
-                    for j in 0..A {
-                        let y = a[j].get_unchecked(b);
-                        let bs = (y.bsums[2 * pair] as u16 as i32)
-                            | ((y.bsums[2 * pair + 1] as u16 as i32) << 16);
-                        summ[j] =
-                            _mm256_add_epi32(summ[j], _mm256_madd_epi16(sc, _mm256_set1_epi32(bs)));
-                    }
-                }
-                for h in 0..2 {
-                    for g in 0..8 {
-                        let wl0 = _mm256_loadu_si256(
-                            t.add(QL + ((h * 2) * 8 + g) * 32) as *const __m256i
-                        );
-                        let wl1 = _mm256_loadu_si256(
-                            t.add(QL + ((h * 2 + 1) * 8 + g) * 32) as *const __m256i
-                        );
-                        let wh = _mm256_loadu_si256(t.add(QH + (h * 8 + g) * 32) as *const __m256i);
-                        let q = [
-                            _mm256_or_si256(
-                                _mm256_and_si256(wl0, m4),
-                                _mm256_slli_epi16(_mm256_and_si256(wh, m2), 4),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(wl1, m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(wh, 2), m2),
-                                    4,
-                                ),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(wl0, 4), m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(wh, 4), m2),
-                                    4,
-                                ),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16(wl1, 4), m4),
-                                _mm256_slli_epi16(
-                                    _mm256_and_si256(_mm256_srli_epi16(wh, 6), m2),
-                                    4,
-                                ),
-                            ),
-                        ];
-                        for (c, &qc) in q.iter().enumerate() {
-                            // Element 128h + 32c + 4g + j: sub-block 8h + 2c + g / 4.
-                            let sub = 8 * h + 2 * c + g / 4;
-                            let scale = scales[sub];
-                            for j in 0..A {
-                                let p = q8[j].add(128 * h + 32 * c + 4 * g) as *const i32;
-                                let act = _mm256_set1_epi32(p.read_unaligned());
-                                // 6-bit x 8-bit pairs: at most 2 * 63 * 127, no overflow.
-                                let p16 = _mm256_maddubs_epi16(qc, act);
-                                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p16, scale));
-                            }
-                        }
-                    }
-                }
-                for j in 0..A {
-                    let y = a[j].get_unchecked(b);
-                    let total = _mm256_sub_epi32(sumi[j], _mm256_slli_epi32(summ[j], 5));
-                    let d = _mm256_mul_ps(_mm256_set1_ps(y.d), dw);
-                    acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(total), acc[j]);
-                }
-            }
-        }
-        let mut out = [[0f32; ROWS]; A];
-        for j in 0..A {
-            // SAFETY: 8 f32 fit a row of `out`.
-            unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]) };
-        }
-        out
-    }
-}
-
-/// The VNNI kernels: `vpdpbusd` sums four 6-bit x 8-bit products per i32 lane, accumulated
-/// over a sub-block's four runs, then multiplied by the sub-block's scale once (the AVX2
-/// kernel scales every pair sum with a second multiply-add). Integer sums are exact, so the
-/// result is the AVX2 kernel's.
-#[cfg(target_arch = "x86_64")]
-mod vnni {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Q8KBlock, D, QH, QL, ROWS, SC, TILE_BYTES};
@@ -350,6 +237,16 @@ mod vnni {
         }};
     }
 
+    /// AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn tile_avx2<const A: usize>(tiles: &[u8], a: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
+        let ones = _mm256_set1_epi16(1);
+        tile_body!(tiles, a, A, |s, w, x| _mm256_add_epi32(
+            s,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones)
+        ))
+    }
+
     /// AVX-512 VNNI on 256-bit vectors (AVX-512VL), 32 vector registers.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
     pub(super) fn tile_avx512<const A: usize>(
@@ -402,9 +299,9 @@ mod tests {
             &random_q6_k(8, 768, 3),
             768,
             &[
-                (Isa::Avx2, avx2::tile::<2>),
-                (Isa::AvxVnni, vnni::tile_avxvnni::<2>),
-                (Isa::Avx512Vnni, vnni::tile_avx512::<2>),
+                (Isa::Avx2, x86::tile_avx2::<2>),
+                (Isa::AvxVnni, x86::tile_avxvnni::<2>),
+                (Isa::Avx512Vnni, x86::tile_avx512::<2>),
             ],
         );
     }
