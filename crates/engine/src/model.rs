@@ -288,31 +288,6 @@ impl Llama {
         cache: &mut KvCache,
         start_pos: usize,
     ) -> Result<Tensor> {
-        let (q, k_all, v_all) = self.rope_append(layer_idx, q, k, v, cos, sin, cache, start_pos)?;
-        let seq_len = q.dim(2)?;
-        let fused = self.fused_attention(layer_idx, &q, &[seq_len], &[&*cache], &[start_pos])?;
-        match fused {
-            Some(out) => Ok(out),
-            None => self.matmul_attention(&q, &k_all, &v_all, mask),
-        }
-    }
-
-    /// RoPE on one sequence's projections `q (seq, n_heads * hd)`, `k`, `v (seq, n_kv * hd)` at
-    /// `start_pos`, and the append of its keys and values to `cache`. Returns the rotated
-    /// queries `(1, n_heads, seq, hd)` and the cache's keys and values up to the end of the
-    /// write, `(n_kv, start_pos + seq, hd)` each.
-    #[allow(clippy::too_many_arguments)]
-    fn rope_append(
-        &self,
-        layer_idx: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        cache: &mut KvCache,
-        start_pos: usize,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
         let c = &self.config;
         let seq_len = q.dim(0)?;
         let hd = c.head_dim;
@@ -327,8 +302,13 @@ impl Llama {
         let v = to_heads(v, c.num_kv_heads)?;
         let q = self.rotary.apply(&q, cos, sin)?; // (1, n_heads, seq, hd)
         let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
+                                                  // k_all, v_all: (n_kv, start_pos + seq, hd)
         let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
-        Ok((q, k_all, v_all))
+        let fused = self.fused_attention(layer_idx, &q, &[seq_len], &[&*cache], &[start_pos])?;
+        match fused {
+            Some(out) => Ok(out),
+            None => self.matmul_attention(&q, &k_all, &v_all, mask),
+        }
     }
 
     /// The fused CPU kernel ([`crate::attention`]) for a few rows of one or more sequences
