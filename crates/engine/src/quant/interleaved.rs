@@ -52,6 +52,14 @@ impl Isa {
     }
 }
 
+/// The result of a tile kernel from its accumulators: lane `r` of `acc[j]` is row `r`'s
+/// product with activation row `j`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lanes<const A: usize>(acc: [std::arch::x86_64::__m256; A]) -> [[f32; ROWS]; A] {
+    // SAFETY: an __m256 is eight f32 lanes in order, 32 bytes like [f32; ROWS].
+    acc.map(|v| unsafe { std::mem::transmute::<std::arch::x86_64::__m256, [f32; ROWS]>(v) })
+}
+
 /// A block format laid out eight rows to a tile.
 pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// The plain GGML format.

@@ -194,12 +194,10 @@ mod x86 {
                     }
                 }
             }
-            let mut out = [[0f32; ROWS]; $A];
             for j in 0..$A {
-                // SAFETY: 8 f32 fit a row of `out`.
-                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), _mm256_add_ps(acc[j], acc_m[j])) };
+                acc[j] = _mm256_add_ps(acc[j], acc_m[j]);
             }
-            out
+            crate::quant::interleaved::lanes(acc)
         }};
     }
 

@@ -228,12 +228,7 @@ mod x86 {
                     }
                 }
             }
-            let mut out = [[0f32; ROWS]; $A];
-            for j in 0..$A {
-                // SAFETY: 8 f32 fit a row of `out`.
-                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), acc[j]) };
-            }
-            out
+            crate::quant::interleaved::lanes(acc)
         }};
     }
 
