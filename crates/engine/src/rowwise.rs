@@ -502,13 +502,11 @@ mod avx2 {
             }
             o += 32;
         }
-        let (mut sa, mut sb) = (reduce(acc_a), reduce(acc_b));
-        for ((&va, &vb), &vw) in a[full..n].iter().zip(&b[full..n]).zip(&w[full..n]) {
-            let vw = vw.to_f32();
-            sa = va.mul_add(vw, sa);
-            sb = vb.mul_add(vw, sb);
-        }
-        (sa, sb)
+        let tail = &w[full..n];
+        (
+            super::add_tail(reduce(acc_a), &a[full..n], tail),
+            super::add_tail(reduce(acc_b), &b[full..n], tail),
+        )
     }
 }
 
