@@ -101,10 +101,28 @@ impl RotaryEmbedding {
         seq_len: usize,
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
+        self.tables(start_pos..start_pos + seq_len, &[seq_len], device)
+    }
+
+    /// `cos` and `sin` tables `(n, 1, head_dim / 2)` f32 for one position per sequence of a
+    /// batch (candle's RoPE kernels take such 3-D tables row by row): row `b` holds the values
+    /// [`Self::cos_sin`] gives for `positions[b]`.
+    pub fn cos_sin_at(&self, positions: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        self.tables(positions.iter().copied(), &[positions.len(), 1], device)
+    }
+
+    /// The tables of `positions`, one row of `head_dim / 2` values each, shaped `rows` plus
+    /// that last dimension.
+    fn tables(
+        &self,
+        positions: impl ExactSizeIterator<Item = usize>,
+        rows: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(seq_len * half);
-        let mut sin = Vec::with_capacity(seq_len * half);
-        for pos in start_pos..start_pos + seq_len {
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for pos in positions {
             for &f in &self.inv_freq {
                 // freqs = position (f32) * inv_freq (f32), as transformers' rotary forward
                 let angle = pos as f32 * f;
@@ -112,27 +130,9 @@ impl RotaryEmbedding {
                 sin.push(angle.sin());
             }
         }
-        let cos = Tensor::from_vec(cos, (seq_len, half), device)?;
-        let sin = Tensor::from_vec(sin, (seq_len, half), device)?;
-        Ok((cos, sin))
-    }
-
-    /// `cos` and `sin` tables `(n, 1, head_dim / 2)` f32 for one position per sequence of a
-    /// batch (candle's RoPE kernels take such 3-D tables row by row): row `b` holds the values
-    /// [`Self::cos_sin`] gives for `positions[b]`.
-    pub fn cos_sin_at(&self, positions: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for &pos in positions {
-            for &f in &self.inv_freq {
-                let angle = pos as f32 * f; // as in `cos_sin`
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let shape = (positions.len(), 1, half);
+        let shape: Vec<usize> = rows.iter().copied().chain([half]).collect();
         Ok((
-            Tensor::from_vec(cos, shape, device)?,
+            Tensor::from_vec(cos, shape.as_slice(), device)?,
             Tensor::from_vec(sin, shape, device)?,
         ))
     }
