@@ -290,25 +290,33 @@ impl Llama {
     ) -> Result<Tensor> {
         let c = &self.config;
         let seq_len = q.dim(0)?;
-        let hd = c.head_dim;
         // (seq, heads * hd) -> (1, heads, seq, hd)
-        let to_heads = |t: &Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((1, seq_len, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = to_heads(q, c.num_heads)?;
-        let k = to_heads(k, c.num_kv_heads)?;
-        let v = to_heads(v, c.num_kv_heads)?;
+        let q = self.split_heads(q, (1, seq_len), c.num_heads)?;
+        let k = self.split_heads(k, (1, seq_len), c.num_kv_heads)?;
+        let v = self.split_heads(v, (1, seq_len), c.num_kv_heads)?;
         let q = self.rotary.apply(&q, cos, sin)?; // (1, n_heads, seq, hd)
         let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
-                                                  // k_all, v_all: (n_kv, start_pos + seq, hd)
+                                                  // Keys and values up to the end of the write: (n_kv, start_pos + seq, hd) each.
         let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
         let fused = self.fused_attention(layer_idx, &q, &[seq_len], &[&*cache], &[start_pos])?;
         match fused {
             Some(out) => Ok(out),
             None => self.matmul_attention(&q, &k_all, &v_all, mask),
         }
+    }
+
+    /// Projections `(batch * seq, heads * hd)` as `(batch, heads, seq, hd)`, contiguous, for
+    /// `(batch, seq)` = `shape`: one sequence's rows, or one row of each of several sequences.
+    fn split_heads(&self, t: &Tensor, shape: (usize, usize), heads: usize) -> Result<Tensor> {
+        let (batch, seq) = shape;
+        Ok(t.reshape((batch, seq, heads, self.config.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    /// `1 / sqrt(head_dim)`, the attention scores' scale.
+    fn attention_scale(&self) -> f64 {
+        1.0 / (self.config.head_dim as f64).sqrt()
     }
 
     /// The fused CPU kernel ([`crate::attention`]) for a few rows of one or more sequences
@@ -361,8 +369,7 @@ impl Llama {
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
         };
-        let scale = (1.0 / (c.head_dim as f64).sqrt()) as f32;
-        let out = attend_rows(&seqs, shape, scale);
+        let out = attend_rows(&seqs, shape, self.attention_scale() as f32);
         Ok(Some(Tensor::from_vec(
             out,
             (rows, c.num_heads * c.head_dim),
@@ -385,7 +392,7 @@ impl Llama {
         let group = c.kv_group_size();
         let seq_len = q.dim(2)?;
         let total = k_all.dim(1)?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        let scale = self.attention_scale();
         // Query heads g*group..(g+1)*group share kv head g (transformers' repeat_kv order), so
         // fold the group into the rows: (n_kv, group * seq, hd).
         let q = q.reshape((n_kv, group * seq_len, hd))?;
@@ -440,24 +447,18 @@ impl Llama {
         for (cache, &pos) in caches.iter().zip(positions) {
             cache.check_room(pos, 1)?;
         }
-        let c = &self.config;
+        let (n_heads, n_kv) = (self.config.num_heads, self.config.num_kv_heads);
+        // Each sequence's own position: (batch, 1, head_dim/2), which candle's RoPE kernels
+        // apply row by row with the same arithmetic as a single sequence's 2-D tables.
+        let (cos, sin) = self.rotary.cos_sin_at(positions, &self.device)?;
         let ids = Tensor::new(tokens, &self.device)?; // (batch)
         let mut x = self.embed_tokens.embed(&ids)?; // (batch, hidden)
-                                                    // Each sequence's own position: (batch, 1, head_dim/2), which candle's RoPE kernels
-                                                    // apply row by row with the same arithmetic as a single sequence's 2-D tables.
-        let (cos, sin) = self.rotary.cos_sin_at(positions, &self.device)?;
-        let (n_heads, n_kv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        // (batch, heads * hd) -> (batch, heads, 1, hd)
-        let to_heads = |t: &Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((batch, 1, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?; // (batch, hidden)
-            let q = to_heads(&layer.q_proj.forward(&h)?, n_heads)?;
-            let k = to_heads(&layer.k_proj.forward(&h)?, n_kv)?;
-            let v = to_heads(&layer.v_proj.forward(&h)?, n_kv)?;
+                                                        // (batch, heads * hd) -> (batch, heads, 1, hd)
+            let q = self.split_heads(&layer.q_proj.forward(&h)?, (batch, 1), n_heads)?;
+            let k = self.split_heads(&layer.k_proj.forward(&h)?, (batch, 1), n_kv)?;
+            let v = self.split_heads(&layer.v_proj.forward(&h)?, (batch, 1), n_kv)?;
             let q = self.rotary.apply(&q, &cos, &sin)?; // (batch, n_heads, 1, hd)
             let k = self.rotary.apply(&k, &cos, &sin)?; // (batch, n_kv, 1, hd)
             let mut kv_all = Vec::with_capacity(batch); // up to each sequence's position
