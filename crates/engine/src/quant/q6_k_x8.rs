@@ -128,6 +128,7 @@ mod x86 {
             assert!(a.iter().all(|r| r.len() == blocks));
             let m4 = _mm256_set1_epi8(0x0F);
             let m2 = _mm256_set1_epi8(3);
+            let m30 = _mm256_set1_epi8(0x30);
             // Even and odd bytes of 16 (a pair of sub-blocks' scales, `[row][2]`).
             let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
             let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
@@ -176,28 +177,26 @@ mod x86 {
                                 let wh = _mm256_loadu_si256(
                                     t.add(QH + (h * 8 + g) * 32) as *const __m256i
                                 );
-                                let high = |shift: i32| match shift {
-                                    0 => _mm256_slli_epi16(_mm256_and_si256(wh, m2), 4),
-                                    2 => _mm256_slli_epi16(
-                                        _mm256_and_si256(_mm256_srli_epi16(wh, 2), m2),
-                                        4,
-                                    ),
-                                    4 => _mm256_and_si256(wh, _mm256_set1_epi8(0x30)),
-                                    _ => _mm256_and_si256(
-                                        _mm256_srli_epi16(wh, 2),
-                                        _mm256_set1_epi8(0x30),
-                                    ),
-                                };
+                                // High bit pairs 0-1, 2-3, 4-5, 6-7 of each byte, at bits 4-5.
                                 let q = [
-                                    _mm256_or_si256(_mm256_and_si256(wl0, m4), high(0)),
-                                    _mm256_or_si256(_mm256_and_si256(wl1, m4), high(2)),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(wl0, m4),
+                                        _mm256_slli_epi16(_mm256_and_si256(wh, m2), 4),
+                                    ),
+                                    _mm256_or_si256(
+                                        _mm256_and_si256(wl1, m4),
+                                        _mm256_slli_epi16(
+                                            _mm256_and_si256(_mm256_srli_epi16(wh, 2), m2),
+                                            4,
+                                        ),
+                                    ),
                                     _mm256_or_si256(
                                         _mm256_and_si256(_mm256_srli_epi16(wl0, 4), m4),
-                                        high(4),
+                                        _mm256_and_si256(wh, m30),
                                     ),
                                     _mm256_or_si256(
                                         _mm256_and_si256(_mm256_srli_epi16(wl1, 4), m4),
-                                        high(6),
+                                        _mm256_and_si256(_mm256_srli_epi16(wh, 2), m30),
                                     ),
                                 ];
                                 for (c, &qc) in q.iter().enumerate() {
