@@ -28,7 +28,7 @@ MODELS_DIR=.cache/bench-models
 ASSETS="${GUARDREASONER_TEST_ASSETS:-.cache/test-assets}"
 
 cargo build --release -q -p guardreasoner-engine --example bench --example verdict \
-  --example rows_cost --example bench_batch --example kernels --example draft_sim
+  --example rows_cost --example bench_batch --example kernels --example draft_sim --example membw
 OURS="$CARGO_TARGET_DIR/release/examples/bench"
 EXAMPLES="$CARGO_TARGET_DIR/release/examples"
 DATA="${GUARDREASONER_DATA_DIR:-../shared/data/guardreasoner}"
@@ -115,6 +115,9 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "rows" =~ $BENCH_ONLY ]]; then
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/bench_batch" "$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" 64 1,4,8 "$REPS" \
     > "$RESULTS/batch.txt"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 2048 8192 10 > "$RESULTS/kernels.txt"
+  RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 128256 2048 5 | grep 'n= 1:' \
+    > "$RESULTS/kernels_memory.txt"
+  RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/membw" 1024 "$REPS" > "$RESULTS/membw.txt"
   costs=$(RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/rows_cost" "$VERDICT_MODEL" 300 1,2,3,4 5 \
     | awk '{print $4}' | paste -sd, -)
   { echo "pass costs (ms, 1 to 4 rows, 1B shape Q4_K_M at position 300): $costs"
@@ -154,6 +157,23 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROWS[@]}"
   echo
+  # Decode against the machine's read bandwidth: a decode step reads every weight once, so
+  # file size x tokens/s is the bytes per second it streams.
+  LIMIT=$(grep -o '[0-9.]* GB/s' "$RESULTS/membw.txt" 2>/dev/null | awk '$1 > m {m = $1} END {print m + 0}')
+  if [ "$LIMIT" != 0 ]; then
+    echo "Decode against the memory bandwidth: each step reads the whole file once, so file size x"
+    echo "tokens/s is what it streams. The limit is this machine's read bandwidth with 2 threads,"
+    echo "the better of the two lines of \`examples/membw.rs\` (1 GiB, median of $REPS):"
+    echo "$(sed 's/^read 1024 MiB, \(.*\): \([0-9.]* GB\/s\).*/\2 with \1/' "$RESULTS/membw.txt" \
+      | paste -sd ';' | sed 's/;/; /g')."
+    echo
+    echo "| model | ours decode GB/s | % of $LIMIT GB/s | llama.cpp decode GB/s | % of $LIMIT GB/s |"
+    echo "|---|---:|---:|---:|---:|"
+    printf '%s\n' "${ROWS[@]}" | awk -F'|' -v lim="$LIMIT" '{
+      mb = $3 + 0; o = mb * $7 / 1000; c = mb * $8 / 1000
+      printf "|%s| %.1f | %.0f%% | %.1f | %.0f%% |\n", $2, o, 100 * o / lim, c, 100 * c / lim }'
+    echo
+  fi
   if [ -n "${BENCH_NOTE:-}" ]; then
     echo "$BENCH_NOTE"
     echo
@@ -242,6 +262,13 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo
   echo '```'
   cat "$RESULTS/kernels.txt" 2>/dev/null
+  echo '```'
+  echo
+  echo "The same kernels on a matrix the size of the 1B output layer (128256 x 2048, 115-215 MB),"
+  echo "one activation row, median of 5: what they read from memory in a decode step."
+  echo
+  echo '```'
+  cat "$RESULTS/kernels_memory.txt" 2>/dev/null
   echo '```'
   echo
   echo "## Prompt-lookup settings"
