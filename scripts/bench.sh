@@ -187,9 +187,10 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "\`vpdpbusd\` (AVX-VNNI or AVX-512 VNNI) where the CPU has it) for passes of up to 16 rows (decode, batched decode,"
   echo "speculative verification), and for Q4_1 prefill too; longer passes (prefill) of Q8_0, Q4_K"
   echo "and Q6_K use candle's AVX-512 VNNI GEMM on the file's bytes, repacked at load. Every kernel"
-  echo "that streams weights asks for the bytes 8 KiB ahead of those it reads (\`prefetch.rs\`):"
-  echo "on the Zen 5 machine of an earlier session the hardware prefetchers alone read ~30 GB/s,"
-  echo "37-48 GB/s with it. Decode steps use our fused attention over the KV cache"
+  echo "that streams weights asks for the bytes 8 KiB ahead of those it reads to be brought into L2"
+  echo "(\`prefetch.rs\`): on the Zen 5 machine of an earlier session the hardware prefetchers alone"
+  echo "read ~30 GB/s, 37-48 GB/s with it; on the Zen 4, asking into L1 instead starved the Q6_K"
+  echo "kernel (10-12 GB/s from memory, against 21-30 into L2). Decode steps use our fused attention over the KV cache"
   echo "(\`attention.rs\`; a batched step attends over all its sequences in one call). The pp/tg"
   echo "rows are plain decoding (no speculation), like llama.cpp's."
   echo
