@@ -51,6 +51,10 @@ rates() { grep -o '[0-9.]* tok/s' | awk '{printf "%s ", $1} END {print ""}'; }
 RESULTS=.cache/bench-results
 mkdir -p "$RESULTS"
 ROWS=()
+# The machine's read bandwidth, measured between the engines' runs (a VM's bandwidth drifts
+# during a run): one pass of examples/membw per model and run, appended here.
+MEMBW_RUNS="$RESULTS/membw_runs.txt"
+MEMBW_FRESH=""
 for entry in "${MODELS[@]}"; do
   name="${entry%%|*}"
   file="${entry#*|}"
@@ -66,6 +70,8 @@ for entry in "${MODELS[@]}"; do
     ours_pp+=("$pp"); ours_tg+=("$tg")
     read -r pp tg < <("$PYTHON" scripts/engine/bench_llama_cpp.py "$file" "$PROMPT" "$NEW" "$THREADS" | rates)
     cpp_pp+=("$pp"); cpp_tg+=("$tg")
+    if [ -z "$MEMBW_FRESH" ]; then : > "$MEMBW_RUNS"; MEMBW_FRESH=1; fi
+    RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/membw" 1024 1 >> "$MEMBW_RUNS"
     echo "$name run $i: ours pp ${ours_pp[-1]} tg ${ours_tg[-1]}; llama.cpp pp ${cpp_pp[-1]} tg ${cpp_tg[-1]}" >&2
   done
   op=$(printf '%s\n' "${ours_pp[@]}" | median); ot=$(printf '%s\n' "${ours_tg[@]}" | median)
@@ -117,7 +123,6 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "rows" =~ $BENCH_ONLY ]]; then
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 2048 8192 10 > "$RESULTS/kernels.txt"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 128256 2048 5 | grep 'n= 1:' \
     > "$RESULTS/kernels_memory.txt"
-  RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/membw" 1024 "$REPS" > "$RESULTS/membw.txt"
   costs=$(RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/rows_cost" "$VERDICT_MODEL" 300 1,2,3,4 5 \
     | awk '{print $4}' | paste -sd, -)
   { echo "pass costs (ms, 1 to 4 rows, 1B shape Q4_K_M at position 300): $costs"
@@ -159,13 +164,16 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo
   # Decode against the machine's read bandwidth: a decode step reads every weight once, so
   # file size x tokens/s is the bytes per second it streams.
-  LIMIT=$(grep -o '[0-9.]* GB/s' "$RESULTS/membw.txt" 2>/dev/null | awk '$1 > m {m = $1} END {print m + 0}')
+  LIMIT=$(grep -o '[0-9.]* GB/s' "$MEMBW_RUNS" 2>/dev/null | awk '$1 > m {m = $1} END {print m + 0}')
   if [ "$LIMIT" != 0 ]; then
+    MEMBW_MEDIAN=$(grep -o '[0-9.]* GB/s' "$MEMBW_RUNS" | awk '{print $1}' | median)
+    MEMBW_N=$(grep -c 'GB/s' "$MEMBW_RUNS")
     echo "Decode against the memory bandwidth: each step reads the whole file once, so file size x"
-    echo "tokens/s is what it streams. The limit is this machine's read bandwidth with 2 threads,"
-    echo "the better of the two lines of \`examples/membw.rs\` (1 GiB, median of $REPS):"
-    echo "$(sed 's/^read 1024 MiB, \(.*\): \([0-9.]* GB\/s\).*/\2 with \1/' "$RESULTS/membw.txt" \
-      | paste -sd ';' | sed 's/;/; /g')."
+    echo "tokens/s is what it streams. The limit is the best read bandwidth this machine gave with"
+    echo "$THREADS threads during the run: \`examples/membw.rs\` summed 1 GiB once after each pair"
+    echo "of engine runs above ($MEMBW_N passes, with and without asking 8 KiB ahead into L2): best"
+    echo "$LIMIT GB/s, median $MEMBW_MEDIAN GB/s. This VM's bandwidth drifts by tens of percent"
+    echo "within a run, so the percentages are approximate."
     echo
     echo "| model | ours decode GB/s | % of $LIMIT GB/s | llama.cpp decode GB/s | % of $LIMIT GB/s |"
     echo "|---|---:|---:|---:|---:|"
