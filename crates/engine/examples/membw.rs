@@ -2,10 +2,10 @@
 //! step, which reads every weight once (docs/BENCHMARKS.md compares each model's decode with it).
 //!
 //! `cargo run --release -p guardreasoner-engine --example membw -- [MIB=1024] [REPS=5]`;
-//! threads: `RAYON_NUM_THREADS`. Sums a MIB-MiB buffer (MIB a multiple of 4) of u64 (written first, so it is backed by
-//! memory, and far larger than any cache) split over the pool's threads, once with the hardware
-//! prefetchers alone and once also asking for the line 8 KiB ahead into L2 as our kernels do.
-//! Prints the median GB/s of REPS passes of each.
+//! threads: `RAYON_NUM_THREADS`. Sums a buffer of MIB MiB of u64 (written first, so it is
+//! backed by memory; far larger than any cache) split over the pool's threads, once with the
+//! hardware prefetchers alone and once also asking for the line 8 KiB ahead into L2 as our
+//! kernels do. Prints the median GB/s of REPS passes of each.
 
 use std::time::Instant;
 
@@ -40,8 +40,8 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("numeric arguments"))
         .collect();
-    let mib = args.first().copied().unwrap_or(1024);
-    let reps = args.get(1).copied().unwrap_or(5);
+    let mib = args.first().copied().unwrap_or(1024).max(1);
+    let reps = args.get(1).copied().unwrap_or(5).max(1);
     let words: Vec<u64> = (0..mib as u64 * 1024 * 1024 / 8).collect();
     let bytes = words.len() * 8;
     // Per-thread runs of 4 MiB: long sequential streams, like a thread's share of a matrix.
