@@ -296,7 +296,8 @@ impl Llama {
         let v = self.split_heads(v, (1, seq_len), c.num_kv_heads)?;
         let q = self.rotary.apply(&q, cos, sin)?; // (1, n_heads, seq, hd)
         let k = self.rotary.apply(&k, cos, sin)?; // (1, n_kv, seq, hd)
-                                                  // Keys and values up to the end of the write: (n_kv, start_pos + seq, hd) each.
+
+        // Keys and values up to the end of the write: (n_kv, start_pos + seq, hd) each.
         let (k_all, v_all) = cache.append(layer_idx, start_pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
         let fused = self.fused_attention(layer_idx, &q, &[seq_len], &[&*cache], &[start_pos])?;
         match fused {
@@ -455,7 +456,8 @@ impl Llama {
         let mut x = self.embed_tokens.embed(&ids)?; // (batch, hidden)
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?; // (batch, hidden)
-                                                        // (batch, heads * hd) -> (batch, heads, 1, hd)
+
+            // (batch, heads * hd) -> (batch, heads, 1, hd)
             let q = self.split_heads(&layer.q_proj.forward(&h)?, (batch, 1), n_heads)?;
             let k = self.split_heads(&layer.k_proj.forward(&h)?, (batch, 1), n_kv)?;
             let v = self.split_heads(&layer.v_proj.forward(&h)?, (batch, 1), n_kv)?;
