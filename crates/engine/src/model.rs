@@ -452,6 +452,7 @@ impl Llama {
         // Each sequence's own position: (batch, 1, head_dim/2), which candle's RoPE kernels
         // apply row by row with the same arithmetic as a single sequence's 2-D tables.
         let (cos, sin) = self.rotary.cos_sin_at(positions, &self.device)?;
+        let one_row_each = vec![1; batch]; // the rows of each sequence in a decode step
         let ids = Tensor::new(tokens, &self.device)?; // (batch)
         let mut x = self.embed_tokens.embed(&ids)?; // (batch, hidden)
         for (i, layer) in self.layers.iter().enumerate() {
@@ -471,7 +472,7 @@ impl Llama {
             // all sequences and heads); per sequence with candle's products where it does not
             // apply.
             let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            let attn = match self.fused_attention(i, &q, &vec![1; batch], &shared, positions)? {
+            let attn = match self.fused_attention(i, &q, &one_row_each, &shared, positions)? {
                 Some(attn) => attn,
                 None => {
                     let rows = kv_all
