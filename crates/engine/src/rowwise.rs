@@ -223,6 +223,9 @@ impl Weight for f16 {
 /// the engine's threads.
 fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
     let rows = x.len() / in_features;
+    if rows >= FEW_ROWS && long_available() {
+        return few_products(x, in_features, w);
+    }
     let out_features = w.len() / in_features;
     let mut out_t = vec![0f32; out_features * rows];
     let use_fma = simd_available();
@@ -235,6 +238,42 @@ fn products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
             let widened: Vec<f32> = w_block.iter().map(|v| v.to_f32()).collect();
             block(x, in_features, &widened, out_block, |a, b, c| a * b + c);
         }
+    });
+    out_t
+}
+
+/// Passes of at least this many rows (and at most [`MAX_ROWS`]) use [`few_products`] on CPUs
+/// with AVX-512F.
+const FEW_ROWS: usize = 3;
+
+/// [`products`] of [`FEW_ROWS`] to [`MAX_ROWS`] rows (speculative verification, batched
+/// decode) with the AVX-512 kernel: register blocks of 2 weight rows times up to 6 activation
+/// rows, so that every row meets each weight while it is in registers or L1 and the weights
+/// come from memory once. The AVX2 path pairs the rows and reads each weight row again for
+/// every pair: a 4-row pass of the 1B F16 file cost twice a 1-row pass.
+fn few_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
+    let rows = x.len() / in_features;
+    let mut out_t = vec![0f32; w.len() / in_features * rows];
+    // Activation rows per register block: blocks of at most 6, as even as they can be.
+    let per_block = rows.div_ceil(rows.div_ceil(6));
+    let task_weights = ROWS_PER_TASK * in_features;
+    crate::pool::for_each_chunk_mut(&mut out_t, ROWS_PER_TASK * rows, |i, out_block| {
+        let w_block = &w[i * task_weights..((i + 1) * task_weights).min(w.len())];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: only reached when `long_available()` saw AVX-512F, AVX2, FMA and F16C.
+        unsafe {
+            let kernel = match per_block {
+                1 => avx512::block::<W, 2, 1>,
+                2 => avx512::block::<W, 2, 2>,
+                3 => avx512::block::<W, 2, 3>,
+                4 => avx512::block::<W, 2, 4>,
+                5 => avx512::block::<W, 2, 5>,
+                _ => avx512::block::<W, 2, 6>,
+            };
+            kernel(x, in_features, w_block, out_block)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no few-row kernel off x86 ({} weights)", w_block.len());
     });
     out_t
 }
@@ -255,7 +294,7 @@ fn long_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only reached when `long_available()` saw AVX-512F, AVX2, FMA and F16C.
         unsafe {
-            avx512::block(x, in_features, w_block, out_block)
+            avx512::block::<W, 4, 3>(x, in_features, w_block, out_block)
         };
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("no long-pass kernel off x86 ({} weights)", w_block.len());
@@ -510,26 +549,25 @@ mod avx2 {
     }
 }
 
-/// The AVX-512 kernel of [`forward_long`]: a block of 4 weight rows times 3 activation rows
-/// at a time, 24 products in registers. Each product keeps, as [`avx2`] does, four 8-lane sums
-/// over the chunks of 32 (here two 16-lane registers: lanes 0-7 and 8-15 of the first are
-/// `avx2`'s first two registers, those of the second its last two), adds them up in the same
-/// order and then the tail in order: the same floating-point operations, so the same bits.
+/// The AVX-512 kernel of [`forward_long`] (register blocks of 4 weight rows times 3 activation
+/// rows, 12 products in 24 registers) and of [`few_products`] (2 weight rows times up to 6).
+/// Each product keeps, as [`avx2`] does, four 8-lane sums over the chunks of 32 (here two
+/// 16-lane registers: lanes 0-7 and 8-15 of the first are `avx2`'s first two registers, those
+/// of the second its last two), adds them up in the same order and then the tail in order: the
+/// same floating-point operations, so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use super::Weight;
 
-    const W_BLOCK: usize = 4;
-    const A_BLOCK: usize = 3;
-
     /// `out_block[j * rows + i] = dot(x_i, w_j)` for every weight row `w_j` of `w_block` and
-    /// every activation row `x_i` of `x`.
+    /// every activation row `x_i` of `x`, in register blocks of `WB` weight rows times `AB`
+    /// activation rows (`2 * WB * AB` accumulators, at most 24 with the operands).
     // Index loops over the register arrays: each index names a row of the block.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub(super) unsafe fn block<W: Weight>(
+    pub(super) unsafe fn block<W: Weight, const WB: usize, const AB: usize>(
         x: &[f32],
         in_features: usize,
         w_block: &[W],
@@ -540,42 +578,55 @@ mod avx512 {
         let w_rows = w_block.len() / k;
         let full = k / 32 * 32;
         // Activation rows per pass over the task's weights: they stay in L2 while every
-        // weight block of the task meets them.
-        let a_chunk = (super::LONG_BLOCK_BYTES / (4 * k)).clamp(A_BLOCK, 96) / A_BLOCK * A_BLOCK;
+        // weight block of the task meets them. A decode-sized pass takes all its rows at once,
+        // so that the weights come from memory once.
+        let a_chunk = if rows <= super::MAX_ROWS {
+            rows.next_multiple_of(AB)
+        } else {
+            (super::LONG_BLOCK_BYTES / (4 * k)).clamp(AB, 96) / AB * AB
+        };
         for a0 in (0..rows).step_by(a_chunk) {
             let a_end = (a0 + a_chunk).min(rows);
-            for w0 in (0..w_rows).step_by(W_BLOCK) {
+            for w0 in (0..w_rows).step_by(WB) {
                 // Rows past the end repeat the last one; their results are not written.
-                let mut wp = [w_block.as_ptr(); W_BLOCK];
+                let mut wp = [w_block.as_ptr(); WB];
                 for (i, p) in wp.iter_mut().enumerate() {
                     *p = w_block[(w0 + i).min(w_rows - 1) * k..].as_ptr();
                 }
-                for a1 in (a0..a_end).step_by(A_BLOCK) {
-                    let mut ap = [x.as_ptr(); A_BLOCK];
+                for a1 in (a0..a_end).step_by(AB) {
+                    let mut ap = [x.as_ptr(); AB];
                     for (j, p) in ap.iter_mut().enumerate() {
                         *p = x[(a1 + j).min(a_end - 1) * k..].as_ptr();
                     }
-                    let mut acc = [[[_mm512_setzero_ps(); 2]; A_BLOCK]; W_BLOCK];
+                    let mut acc = [[[_mm512_setzero_ps(); 2]; AB]; WB];
+                    // The first block of activation rows meets these weights as they come
+                    // from memory: ask for them ahead, as the decode kernels do.
+                    let first = a1 == a0;
                     let mut o = 0;
                     while o < full {
+                        if first {
+                            for p in wp {
+                                crate::prefetch::ahead(p.wrapping_add(o), 32 * size_of::<W>());
+                            }
+                        }
                         for h in 0..2 {
-                            let mut wv = [_mm512_setzero_ps(); W_BLOCK];
-                            for i in 0..W_BLOCK {
+                            let mut wv = [_mm512_setzero_ps(); WB];
+                            for i in 0..WB {
                                 // SAFETY: o + 16 * h + 16 <= full <= k, inside row i.
                                 wv[i] = unsafe { W::load16(wp[i].add(o + 16 * h)) };
                             }
-                            for j in 0..A_BLOCK {
+                            for j in 0..AB {
                                 // SAFETY: as above, inside activation row j.
                                 let av = unsafe { _mm512_loadu_ps(ap[j].add(o + 16 * h)) };
-                                for i in 0..W_BLOCK {
+                                for i in 0..WB {
                                     acc[i][j][h] = _mm512_fmadd_ps(av, wv[i], acc[i][j][h]);
                                 }
                             }
                         }
                         o += 32;
                     }
-                    for i in 0..W_BLOCK.min(w_rows - w0) {
-                        for j in 0..A_BLOCK.min(a_end - a1) {
+                    for i in 0..WB.min(w_rows - w0) {
+                        for j in 0..AB.min(a_end - a1) {
                             // avx2's four 8-lane sums are the halves of the two registers.
                             let [lo, hi] = acc[i][j];
                             // SAFETY: this function's features include avx2's.
@@ -692,6 +743,40 @@ mod tests {
         }
         let too_many = Tensor::zeros((MAX_ROWS + 1, inp), candle_core::DType::F32, &dev).unwrap();
         assert!(forward(&too_many, &w).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_decode_sized_pass_gives_each_row_its_single_row_product() {
+        let dev = Device::Cpu;
+        // 141 columns: a tail after the chunks of 32; 70 weight rows: not a multiple of the
+        // task (16) nor of the register blocks.
+        let (inp, out) = (141, 70);
+        let x = Tensor::from_vec(random(MAX_ROWS * inp, 5), (MAX_ROWS, inp), &dev).unwrap();
+        let w = Tensor::from_vec(random(out * inp, 6), (out, inp), &dev).unwrap();
+        let bits = |t: Tensor| {
+            t.to_vec2::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(|r| r.into_iter().map(f32::to_bits).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        for dtype in [
+            candle_core::DType::F32,
+            candle_core::DType::BF16,
+            candle_core::DType::F16,
+        ] {
+            let w = w.to_dtype(dtype).unwrap();
+            let alone: Vec<Vec<u32>> = (0..MAX_ROWS)
+                .map(|i| bits(forward(&x.narrow(0, i, 1).unwrap(), &w).unwrap().unwrap()).remove(0))
+                .collect();
+            for n in 2..=MAX_ROWS {
+                let all = bits(forward(&x.narrow(0, 0, n).unwrap(), &w).unwrap().unwrap());
+                assert_eq!(all.len(), n);
+                for (i, row) in all.iter().enumerate() {
+                    assert_eq!(row, &alone[i], "{dtype:?}, row {i} of {n}");
+                }
+            }
+        }
     }
 
     #[test]
