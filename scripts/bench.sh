@@ -128,6 +128,10 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "rows" =~ $BENCH_ONLY ]]; then
   } > "$RESULTS/rows.table"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/bench_batch" "$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" 64 1,4,8 "$REPS" \
     > "$RESULTS/batch.txt"
+  # The same on a dense 1B file (the released checkpoints are bf16): 32 steps, as each
+  # sequence's prompt is prefilled first.
+  RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/bench_batch" "$MODELS_DIR/llama32-1b-shape-f16.gguf" 32 1,4,8 "$REPS" \
+    > "$RESULTS/batch_f16.txt"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 2048 8192 10 > "$RESULTS/kernels.txt"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 128256 2048 5 | grep 'n= 1:' \
     > "$RESULTS/kernels_memory.txt"
@@ -317,6 +321,13 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo
   echo '```'
   cat "$RESULTS/batch.txt" 2>/dev/null
+  echo '```'
+  echo
+  echo "The same for the Llama-3.2-1B shape in F16 (dense weights, as in the released bf16"
+  echo "checkpoints), 32 new tokens per sequence:"
+  echo
+  echo '```'
+  cat "$RESULTS/batch_f16.txt" 2>/dev/null
   echo '```'
 } > docs/BENCHMARKS.md
 echo "wrote docs/BENCHMARKS.md" >&2
