@@ -74,7 +74,11 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// Row `r` of a group (`tiles`: its tiles, block after block) times one activation row,
     /// portable code.
     fn dot(tiles: &[u8], r: usize, a: &[Act<Self>]) -> f32;
-    /// The 8 rows of a group times `A` (1 or 2) activation rows, SIMD: `[activation][row]`.
+    /// Activation rows [`Self::rows`] takes at once on CPUs with AVX-512 VNNI (32 vector
+    /// registers): 2, or 4 where the format's accumulators for 4 rows fit them.
+    const AVX512_ACTS: usize = 2;
+    /// The 8 rows of a group times `A` (1 to [`Self::AVX512_ACTS`]; at most 2 without
+    /// AVX-512) activation rows, SIMD: `[activation][row]`.
     ///
     /// # Safety
     /// Only called when [`simd_available`] is true.
@@ -184,16 +188,26 @@ fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f3
     let n = acts.len();
     #[cfg(target_arch = "x86_64")]
     if simd {
-        for (a0, pair) in acts.chunks(2).enumerate().map(|(i, p)| (2 * i, p)) {
-            // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C.
-            let (lanes, count) = unsafe {
-                match pair {
-                    [a] => ([T::rows::<1>(tiles, [a])[0], [0.0; ROWS]], 1),
-                    [a, b] => (T::rows::<2>(tiles, [a, b]), 2),
+        // Activation rows per pass over the tiles: 4 where the format's kernel takes them.
+        let step = if T::AVX512_ACTS == 4 && n > 2 && Isa::Avx512Vnni.available() {
+            4
+        } else {
+            2
+        };
+        for (a0, some) in acts.chunks(step).enumerate().map(|(i, p)| (step * i, p)) {
+            let mut lanes = [[0f32; ROWS]; 4];
+            // SAFETY: `simd` is only true when `simd_available()` saw AVX2, FMA and F16C; more
+            // than 2 rows only when the CPU has AVX-512 VNNI.
+            unsafe {
+                match some {
+                    [a] => lanes[..1].copy_from_slice(&T::rows::<1>(tiles, [a])),
+                    [a, b] => lanes[..2].copy_from_slice(&T::rows::<2>(tiles, [a, b])),
+                    [a, b, c] => lanes[..3].copy_from_slice(&T::rows::<3>(tiles, [a, b, c])),
+                    [a, b, c, d] => lanes = T::rows::<4>(tiles, [a, b, c, d]),
                     _ => unreachable!(),
                 }
-            };
-            for (j, lane) in lanes.iter().take(count).enumerate() {
+            }
+            for (j, lane) in lanes.iter().take(some.len()).enumerate() {
                 for (r, &v) in lane.iter().enumerate() {
                     out[r * n + a0 + j] = v;
                 }
@@ -242,7 +256,7 @@ pub(crate) mod testing {
         rows: usize,
         cols: usize,
     ) {
-        let n = 5;
+        let n = 7;
         let m = Interleaved::<T>::new(&data, rows, cols).unwrap();
         let plain = BlockMatrix::<T::Plain>::new(data, rows, cols).unwrap();
         let x = random(n * cols, 10);

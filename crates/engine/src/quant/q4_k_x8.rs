@@ -33,6 +33,8 @@ pub struct Q4KTiles;
 impl RowTiles for Q4KTiles {
     type Plain = Q4K;
     const TILE_BYTES: usize = TILE_BYTES;
+    // Five registers per activation row (three integer sums, two accumulators): 4 rows fit.
+    const AVX512_ACTS: usize = 4;
 
     fn interleave(tile: &mut [u8], r: usize, raw: &[u8]) {
         tile[D + 2 * r..D + 2 * r + 2].copy_from_slice(&raw[0..2]);

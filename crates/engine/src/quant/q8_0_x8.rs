@@ -28,6 +28,8 @@ pub struct Q8_0Tiles;
 impl RowTiles for Q8_0Tiles {
     type Plain = Q8_0;
     const TILE_BYTES: usize = TILE_BYTES;
+    // Three registers per activation row (two integer sums, an accumulator): 4 rows fit.
+    const AVX512_ACTS: usize = 4;
 
     fn interleave(tile: &mut [u8], r: usize, raw: &[u8]) {
         tile[D + 2 * r..D + 2 * r + 2].copy_from_slice(&raw[0..2]);
