@@ -18,7 +18,8 @@ use half::{bf16, f16};
 
 use crate::error::Result;
 
-/// Largest row count computed here; more rows (prefill chunks) go to candle's blocked GEMM.
+/// Largest row count [`forward`] computes; more rows (prefill chunks) go to [`forward_long`],
+/// or to candle's blocked GEMM on CPUs without AVX-512.
 pub const MAX_ROWS: usize = 16;
 
 /// Independent accumulators per dot product (four AVX registers of eight lanes).
@@ -563,7 +564,8 @@ mod avx512 {
 
     /// `out_block[j * rows + i] = dot(x_i, w_j)` for every weight row `w_j` of `w_block` and
     /// every activation row `x_i` of `x`, in register blocks of `WB` weight rows times `AB`
-    /// activation rows (`2 * WB * AB` accumulators, at most 24 with the operands).
+    /// activation rows: `2 * WB * AB` accumulators (at most 24), `WB` weights and an
+    /// activation in the 32 registers.
     // Index loops over the register arrays: each index names a row of the block.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
