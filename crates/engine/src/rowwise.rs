@@ -263,10 +263,9 @@ fn few_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only reached when `long_available()` saw AVX-512F, AVX2, FMA and F16C.
         unsafe {
+            // At least FEW_ROWS (3) rows, so at least 3 per block.
             let kernel = match per_block {
-                1 => avx512::block::<W, 2, 1>,
-                2 => avx512::block::<W, 2, 2>,
-                3 => avx512::block::<W, 2, 3>,
+                ..=3 => avx512::block::<W, 2, 3>,
                 4 => avx512::block::<W, 2, 4>,
                 5 => avx512::block::<W, 2, 5>,
                 _ => avx512::block::<W, 2, 6>,
