@@ -600,9 +600,10 @@ mod avx512 {
                         *p = x[(a1 + j).min(a_end - 1) * k..].as_ptr();
                     }
                     let mut acc = [[[_mm512_setzero_ps(); 2]; AB]; WB];
-                    // The first block of activation rows meets these weights as they come
-                    // from memory: ask for them ahead, as the decode kernels do.
-                    let first = a1 == a0;
+                    // The pass's first block of activation rows meets these weights as they
+                    // come from memory: ask for them ahead, as the decode kernels do (later
+                    // chunks find the task's weights in L2).
+                    let first = a1 == 0;
                     let mut o = 0;
                     while o < full {
                         if first {
