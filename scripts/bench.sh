@@ -96,22 +96,24 @@ VERDICT_MODEL="$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf"
 VERDICT_ROW=""
 if [ -z "${BENCH_ONLY:-}" ] || [[ "verdict" =~ $BENCH_ONLY ]]; then
   ids=$RESULTS/verdict_ids.json
-  plain=(); spec=(); pre=(); cpp=()
+  plain=(); spec=(); pre=(); cor=(); cpp=()
   for ((i = 1; i <= REPS; i++)); do
     out=$(RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/verdict" "$VERDICT_MODEL" "$VERDICT_ITEMS" "$ids" \
       "$DATA"/predictions/1B/*/generated_predictions.jsonl | tail -1)
     plain+=("$(echo "$out" | sed -n 's/.*plain \([0-9]*\) ms.*/\1/p')")
     spec+=("$(echo "$out" | sed -n 's/.*speculative \([0-9]*\) ms, speculative.*/\1/p')")
     pre+=("$(echo "$out" | sed -n 's/.*speculative + prefix \([0-9]*\) ms.*/\1/p')")
+    cor+=("$(echo "$out" | sed -n 's/.*+ corpus \([0-9]*\) ms.*/\1/p')")
     tpp=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) tokens per decode pass.*/\1/p')
+    tpc=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) with the corpus.*/\1/p')
     cpp+=("$("$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p')")
-    echo "verdict run $i: ours plain ${plain[-1]} ms, speculative ${spec[-1]} ms, + prefix ${pre[-1]} ms; llama.cpp ${cpp[-1]} ms" >&2
+    echo "verdict run $i: ours plain ${plain[-1]} ms, speculative ${spec[-1]} ms, + prefix ${pre[-1]} ms, + corpus ${cor[-1]} ms; llama.cpp ${cpp[-1]} ms" >&2
   done
   op=$(printf '%s\n' "${plain[@]}" | median); os=$(printf '%s\n' "${spec[@]}" | median)
-  opre=$(printf '%s\n' "${pre[@]}" | median)
+  opre=$(printf '%s\n' "${pre[@]}" | median); ocor=$(printf '%s\n' "${cor[@]}" | median)
   oc=$(printf '%s\n' "${cpp[@]}" | median)
   items=$("$PYTHON" -c "import json; d=json.load(open('$ids')); print(', '.join(f'{len(i[\"prompt\"])}+{len(i[\"output\"])}' for i in d))")
-  VERDICT_ROW="| $VERDICT_ITEMS verdicts ($items prompt+generated tokens), Llama-3.2-1B shape Q4_K_M | $op | $os | $opre | $oc | $(awk -v a="$opre" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $tpp |"
+  VERDICT_ROW="| $VERDICT_ITEMS verdicts ($items prompt+generated tokens), Llama-3.2-1B shape Q4_K_M | $op | $os | $opre | $ocor | $oc | $(awk -v a="$opre" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$ocor" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $tpp | $tpc |"
   echo "$VERDICT_ROW" > "$RESULTS/verdict.row"
 elif [ -f "$RESULTS/verdict.row" ]; then
   VERDICT_ROW=$(cat "$RESULTS/verdict.row")
@@ -141,9 +143,9 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "rows" =~ $BENCH_ONLY ]]; then
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 2048 8192 10 > "$RESULTS/kernels.txt"
   RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/kernels" 128256 2048 5 | grep 'n= 1:' \
     > "$RESULTS/kernels_memory.txt"
-  costs=$(RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/rows_cost" "$VERDICT_MODEL" 300 1,2,3,4 5 \
+  costs=$(RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/rows_cost" "$VERDICT_MODEL" 300 1,2,3,4,5,6,7,8 5 \
     | awk '{print $4}' | paste -sd, -)
-  { echo "pass costs (ms, 1 to 4 rows, 1B shape Q4_K_M at position 300): $costs"
+  { echo "pass costs (ms, 1 to 8 rows, 1B shape Q4_K_M at position 300): $costs"
     "$EXAMPLES/draft_sim" "$ASSETS/llama-3.2/tokenizer.json" "$costs" \
       "$DATA"/predictions/1B/*/generated_predictions.jsonl; } > "$RESULTS/draft_sim.txt"
 fi
@@ -284,13 +286,16 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "tokenizer and replayed through the random-weight 1B-shape Q4_K_M file: prefill, then the"
   echo "passes greedy decoding of exactly that output makes (\`crates/engine/examples/verdict.rs\`;"
   echo "llama.cpp: \`scripts/engine/bench_verdict_llama_cpp.py\` on the same ids). Total ms for all"
-  echo "items, median of $REPS runs. \"speculative\" is the default prompt-lookup setting (one"
-  echo "drafted token after a match of 2 or more; see below); \"tokens per pass\" is its mean over the decode;"
-  echo "\"+ prefix\" also copies the instruction's 107 cached tokens instead of prefilling them (what"
-  echo "the guard backend does; computed once, outside the timing)."
+  echo "items, median of $REPS runs. \"speculative\" drafts by prompt lookup only (the default"
+  echo "sizing, see below); \"+ prefix\" also copies the instruction's 107 cached tokens instead of"
+  echo "prefilling them (what the guard backend does; computed once, outside the timing); \"+ corpus\""
+  echo "also drafts from a corpus (\`lookup::DraftCorpus\`) that has learned the other released"
+  echo "outputs (all but those with a timed item's prompt), as an engine's corpus has after that"
+  echo "many requests: what a guard that has been serving a while does. \"tokens per pass\" is the"
+  echo "mean over the decode without and with the corpus."
   echo
-  echo "| workload | ours plain ms | ours speculative ms | ours speculative + prefix ms | llama.cpp ms | ratio (ours best / llama.cpp; target <= 0.5) | tokens per pass |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| workload | ours plain ms | ours speculative ms | + prefix ms | + corpus ms | llama.cpp ms | ratio, + prefix | ratio, + corpus (target <= 0.5) | tokens per pass | with the corpus |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   echo "$VERDICT_ROW"
   echo
   echo "## Cost of a pass by rows"

@@ -19,6 +19,10 @@
 //! - speculative + prefix: the same, with the GuardReasoner instruction's cache entries (the
 //!   prompt's first PREFIX_TOKENS tokens, 107 for the Llama 3.2 tokenizer, computed once before
 //!   timing) copied instead of prefilled, as the guard backend does.
+//! - with the corpus ("+ corpus"): the same, drafting also from a [`DraftCorpus`] that has
+//!   learned every other output in the PREDICTIONS files (not the timed items, nor others with
+//!   the same prompt), as an [`Engine`]'s corpus has after that many requests: what a guard
+//!   that has been serving for a while does.
 //!
 //! Prints per item and in total the milliseconds of each, the passes, and the mean tokens per
 //! pass. IDS_OUT gets the token ids so `scripts/engine/bench_verdict_llama_cpp.py` can time
@@ -28,9 +32,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use guardreasoner_engine::lookup::draft;
+use guardreasoner_engine::lookup::plan;
 use guardreasoner_engine::prefix::prefill_range;
-use guardreasoner_engine::{Engine, Llama, LoadOptions, PrefixKv, PromptLookup};
+use guardreasoner_engine::{DraftCorpus, Engine, Llama, LoadOptions, PrefixKv, PromptLookup};
 
 /// Tokens of the raw guard prompt's instruction part with the Llama 3.2 tokenizer (BOS
 /// included): what `LocalBackend` registers as the engine's prefix.
@@ -61,38 +65,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     items.sort_by_key(|(p, o)| p.len().abs_diff(300) + o.len().abs_diff(290));
-    items.truncate(n_items);
+    let mut others = items.split_off(n_items.min(items.len()));
+    // The same prompt in two files (XSTest's two tasks) got the same reasoning: keep the timed
+    // items' twins out of the corpus.
+    others.retain(|(p, _)| items.iter().all(|(q, _)| q != p));
+    let corpus = DraftCorpus::default();
+    for (p, o) in &others {
+        corpus.learn(&[&p[..], &o[..]].concat(), p.len());
+    }
 
     let model = engine.model();
     let lookup = PromptLookup::default();
     let (mut plain_ms, mut spec_ms, mut tokens, mut spec_passes) = (0.0, 0.0, 0, 0);
-    let mut prefix_ms = 0.0;
+    let (mut prefix_ms, mut corpus_ms, mut corpus_passes) = (0.0, 0.0, 0);
     let prefix = PrefixKv::compute(model, items[0].0[..PREFIX_TOKENS].to_vec(), 512)?;
     for (i, (prompt, out)) in items.iter().enumerate() {
         if prefix.covers(prompt) == 0 {
             return Err(format!("item {i} does not start with the instruction's tokens").into());
         }
         let plain = replay_plain(model, prompt, out)?;
-        let (spec, passes) = replay_speculative(model, prompt, out, &lookup, None)?;
-        let (with_prefix, _) = replay_speculative(model, prompt, out, &lookup, Some(&prefix))?;
+        let (spec, passes) = replay_speculative(model, prompt, out, &lookup, None, None)?;
+        let (with_prefix, _) =
+            replay_speculative(model, prompt, out, &lookup, Some(&prefix), None)?;
+        let (with_corpus, c_passes) =
+            replay_speculative(model, prompt, out, &lookup, Some(&prefix), Some(&corpus))?;
         println!(
             "item {i}: {} prompt + {} generated tokens: plain {plain:.0} ms, speculative {spec:.0} ms, \
-             speculative + prefix {with_prefix:.0} ms ({passes} decode passes, {:.2} tokens per pass)",
+             speculative + prefix {with_prefix:.0} ms ({passes} decode passes, {:.2} tokens per pass), \
+             + corpus {with_corpus:.0} ms ({c_passes} passes, {:.2} tokens per pass)",
             prompt.len(),
             out.len(),
-            (out.len() - 1) as f64 / passes as f64
+            (out.len() - 1) as f64 / passes as f64,
+            (out.len() - 1) as f64 / c_passes as f64
         );
         plain_ms += plain;
         spec_ms += spec;
         prefix_ms += with_prefix;
+        corpus_ms += with_corpus;
         tokens += out.len() - 1;
         spec_passes += passes;
+        corpus_passes += c_passes;
     }
     println!(
-        "total: plain {plain_ms:.0} ms, speculative {spec_ms:.0} ms, speculative + prefix {prefix_ms:.0} ms \
-         ({:.2}x), {:.2} tokens per decode pass",
-        plain_ms / prefix_ms,
-        tokens as f64 / spec_passes as f64
+        "total: plain {plain_ms:.0} ms, speculative {spec_ms:.0} ms, speculative + prefix {prefix_ms:.0} ms, \
+         + corpus {corpus_ms:.0} ms ({:.2}x plain), {:.2} tokens per decode pass, {:.2} with the corpus \
+         of {} other outputs",
+        corpus_ms / plain_ms,
+        tokens as f64 / spec_passes as f64,
+        tokens as f64 / corpus_passes as f64,
+        others.len()
     );
     {
         let json: Vec<serde_json::Value> = items
@@ -128,6 +149,7 @@ fn replay_speculative(
     out: &[u32],
     lookup: &PromptLookup,
     prefix: Option<&PrefixKv>,
+    corpus: Option<&DraftCorpus>,
 ) -> Result<(f64, usize), Box<dyn std::error::Error>> {
     let mut cache = model.new_cache(prompt.len() + out.len() + PromptLookup::MAX_DRAFT)?;
     let t = Instant::now();
@@ -146,7 +168,7 @@ fn replay_speculative(
     let mut passes = 0;
     while i < out.len() {
         let pos = prompt.len() + i - 1;
-        let proposed = draft(&history, lookup, lookup.draft_limit().min(out.len() - i));
+        let proposed = plan(&history, lookup, corpus, out.len() - i);
         let mut input = vec![out[i - 1]];
         input.extend_from_slice(&proposed);
         if proposed.is_empty() {

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use crate::batch::generate_batch_with_prefix;
 use crate::device::{select_device, DeviceChoice};
 use crate::error::Result;
-use crate::generate::{generate_with_prefix, GenerateOptions, Generation, StepObserver};
+use crate::generate::{generate_reusing, GenerateOptions, Generation, Reuse, StepObserver};
 use crate::load::{load_path, ModelFormat};
+use crate::lookup::DraftCorpus;
 use crate::model::Llama;
 use crate::prefix::PrefixKv;
 use crate::tokenizer::Tokenizer;
@@ -36,6 +37,9 @@ pub struct Engine {
     path: PathBuf,
     /// Cache entries of a prompt prefix shared by every request (see [`Engine::set_prefix`]).
     prefix: Option<Arc<PrefixKv>>,
+    /// Earlier outputs to draft from, learned from every generation (see [`DraftCorpus`]);
+    /// shared by clones.
+    corpus: Arc<DraftCorpus>,
 }
 
 impl Engine {
@@ -55,6 +59,7 @@ impl Engine {
             format,
             path: path.to_path_buf(),
             prefix: None,
+            corpus: Arc::new(DraftCorpus::default()),
         })
     }
 
@@ -81,6 +86,25 @@ impl Engine {
     /// Forget the registered prefix.
     pub fn clear_prefix(&mut self) {
         self.prefix = None;
+    }
+
+    /// The corpus of earlier outputs that speculative decoding drafts from.
+    pub fn draft_corpus(&self) -> &Arc<DraftCorpus> {
+        &self.corpus
+    }
+
+    /// Draft from (and learn into) `corpus` from now on, e.g. one shared with other engines or
+    /// a fresh one.
+    pub fn set_draft_corpus(&mut self, corpus: Arc<DraftCorpus>) {
+        self.corpus = corpus;
+    }
+
+    /// What requests reuse: the prefix and the draft corpus.
+    fn reuse(&self) -> Reuse<'_> {
+        Reuse {
+            prefix: self.prefix(),
+            corpus: Some(&self.corpus),
+        }
     }
 
     pub fn model(&self) -> &Llama {
@@ -120,14 +144,14 @@ impl Engine {
     ) -> Result<Generation> {
         let capacity = prompt.len() + opts.max_new_tokens.max(1);
         let mut cache = self.model.new_cache(capacity)?;
-        generate_with_prefix(
+        generate_reusing(
             &self.model,
             &self.tokenizer,
             &mut cache,
             prompt,
             opts,
             observer,
-            self.prefix(),
+            self.reuse(),
         )
     }
 
@@ -153,13 +177,25 @@ impl Engine {
         opts: &[GenerateOptions],
         observers: &mut [&mut dyn StepObserver],
     ) -> Result<Vec<Generation>> {
-        generate_batch_with_prefix(
+        let generations = generate_batch_with_prefix(
             &self.model,
             &self.tokenizer,
             prompts,
             opts,
             observers,
             self.prefix(),
-        )
+        )?;
+        // The corpus learns every output whose options leave drafting on.
+        for (i, (prompt, generation)) in prompts.iter().zip(&generations).enumerate() {
+            if opts[if opts.len() == 1 { 0 } else { i }]
+                .prompt_lookup
+                .is_some()
+            {
+                let mut sequence = prompt.clone();
+                sequence.extend_from_slice(&generation.tokens);
+                self.corpus.learn(&sequence, prompt.len());
+            }
+        }
+        Ok(generations)
     }
 }

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
-use crate::lookup::{draft, PromptLookup};
+use crate::lookup::{plan, DraftCorpus, PromptLookup};
 use crate::model::Llama;
 use crate::prefix::{prefill_range, PrefixKv};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
@@ -81,9 +81,10 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Prompt tokens per forward pass during prefill (bounds attention memory). Default 512.
     pub prefill_chunk: usize,
-    /// Speculative decoding with prompt-lookup drafts (greedy on the CPU only; the output is
-    /// identical to plain greedy decoding, see [`crate::lookup`]). On by default; `None` turns
-    /// it off.
+    /// Speculative decoding (greedy on the CPU only; the output is identical to plain greedy
+    /// decoding, see [`crate::lookup`]): drafts from prompt lookup and, where the caller gives
+    /// one ([`Reuse::corpus`], as [`crate::Engine`] does), from a corpus of earlier outputs. On
+    /// by default; `None` turns drafting off, and the corpus does not learn this output.
     pub prompt_lookup: Option<PromptLookup>,
 }
 
@@ -297,6 +298,34 @@ pub fn generate_with_prefix(
     observer: &mut dyn StepObserver,
     prefix: Option<&PrefixKv>,
 ) -> Result<Generation> {
+    let reuse = Reuse {
+        prefix,
+        corpus: None,
+    };
+    generate_reusing(model, tokenizer, cache, prompt, opts, observer, reuse)
+}
+
+/// What a generation may take from earlier ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reuse<'a> {
+    /// Cache entries of a prompt prefix, used when they cover the prompt.
+    pub prefix: Option<&'a PrefixKv>,
+    /// Earlier outputs to draft from (with [`GenerateOptions::prompt_lookup`] on); the output of
+    /// this generation is learned into it.
+    pub corpus: Option<&'a DraftCorpus>,
+}
+
+/// [`generate`], reusing a prefix's cache entries and a corpus of earlier outputs.
+pub fn generate_reusing(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    observer: &mut dyn StepObserver,
+    reuse: Reuse<'_>,
+) -> Result<Generation> {
+    let prefix = reuse.prefix;
     let mut seq = Sequence::prefill(model, cache, prompt, opts, prefix)?;
     let mut done = seq.accept(tokenizer, observer)?;
     // Verification rows equal one-token steps bit for bit only with the CPU's decode-sized
@@ -313,7 +342,7 @@ pub fn generate_with_prefix(
             Some(l) => {
                 let room = cache.capacity().saturating_sub(pos + 1);
                 let budget = opts.max_new_tokens.saturating_sub(seq.generated());
-                draft(&history, l, l.draft_limit().min(room).min(budget))
+                plan(&history, l, reuse.corpus, room.min(budget))
             }
             None => Vec::new(),
         };
@@ -344,7 +373,11 @@ pub fn generate_with_prefix(
             seq.record_accepted_draft();
         }
     }
-    seq.finish(tokenizer)
+    let generation = seq.finish(tokenizer)?;
+    if let (Some(corpus), Some(_)) = (reuse.corpus, opts.prompt_lookup) {
+        corpus.learn(&history, prompt.len());
+    }
+    Ok(generation)
 }
 
 /// Check a request before any compute: non-empty prompt, `max_new_tokens > 0`, valid sampling,

@@ -48,13 +48,14 @@ pub use engine::{Engine, LoadOptions};
 pub use error::{EngineError, Result};
 pub use export::{quantize_hf_dir, QuantType, QuantizeSummary};
 pub use generate::{
-    argmax, candidate_probs, generate, generate_with_prefix, log_softmax, sample, GenerateOptions,
-    Generation, NoObserver, SamplingParams, Step, StepControl, StepObserver, StopReason, Timings,
+    argmax, candidate_probs, generate, generate_reusing, generate_with_prefix, log_softmax, sample,
+    GenerateOptions, Generation, NoObserver, Reuse, SamplingParams, Step, StepControl,
+    StepObserver, StopReason, Timings,
 };
 pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use load::{load_path, LoadedModel, ModelFormat};
-pub use lookup::PromptLookup;
+pub use lookup::{DraftCorpus, PromptLookup};
 pub use model::{Llama, LlamaWeights};
 pub use prefix::PrefixKv;
 pub use rope::RopeLayout;

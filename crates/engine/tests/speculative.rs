@@ -6,7 +6,11 @@
 
 mod common;
 
-use guardreasoner_engine::{Engine, GenerateOptions, Generation, PromptLookup, SamplingParams};
+use std::sync::Arc;
+
+use guardreasoner_engine::{
+    DraftCorpus, Engine, GenerateOptions, Generation, PromptLookup, SamplingParams,
+};
 
 use common::Logits;
 
@@ -104,6 +108,8 @@ fn speculative_greedy_equals_plain_greedy_on_the_tiny_model() {
         max_draft: PromptLookup::MAX_DRAFT,
         max_ngram: 3,
         min_ngram: 1,
+        lookup_hit_rate: 1.0,
+        ..PromptLookup::default()
     };
     let (drafted, accepted, _, _) = assert_identical(&engine, &prompts, 48, aggressive);
     assert!(drafted > 0 && accepted > 0, "no draft was ever accepted");
@@ -153,6 +159,96 @@ fn speculative_greedy_equals_plain_greedy_on_smollm2_guard_prompts() {
         tokens as f64 / (tokens - accepted) as f64
     );
     let _ = passes;
+}
+
+/// The tiny model's repetitive and random prompts (drafts exist for the first kind).
+fn tiny_prompts(vocab: u32) -> Vec<Vec<u32>> {
+    let mut prompts: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| {
+            let period = 2 + i % 5;
+            (0..8 + 3 * i)
+                .map(|j| (i * 37 + (j % period) * 11 + 3) % vocab)
+                .collect()
+        })
+        .collect();
+    prompts.extend((0..4u32).map(|i| (0..5 + i).map(|j| (i * 131 + j * 17 + 5) % vocab).collect()));
+    prompts
+}
+
+#[test]
+fn drafts_from_a_corpus_of_earlier_outputs_leave_greedy_output_unchanged() {
+    if skip_off_cpu() {
+        return;
+    }
+    let mut engine = Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &common::load_options(),
+    )
+    .unwrap();
+    let vocab = engine.model().config().vocab_size as u32;
+    let prompts = tiny_prompts(vocab);
+    let plain = GenerateOptions {
+        max_new_tokens: 40,
+        prompt_lookup: None,
+        ..GenerateOptions::default()
+    };
+    let outputs: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| run(&engine, p, &plain).0.tokens)
+        .collect();
+    assert_eq!(
+        engine.draft_corpus().contexts(),
+        0,
+        "plain decoding taught the corpus"
+    );
+    let sequence = |i: usize, output: &[u32]| [&prompts[i][..], output].concat();
+
+    // A corpus that knows every output: drafts are long and almost all accepted.
+    let knowing = Arc::new(DraftCorpus::default());
+    for _ in 0..3 {
+        for (i, out) in outputs.iter().enumerate() {
+            knowing.learn(&sequence(i, out), prompts[i].len());
+        }
+    }
+    engine.set_draft_corpus(knowing);
+    let no_lookup = PromptLookup {
+        min_ngram: 9,
+        ..PromptLookup::default()
+    }; // prompt lookup never matches: only the corpus drafts
+    let (drafted, accepted, passes, tokens) = assert_identical(&engine, &prompts, 40, no_lookup);
+    assert!(
+        accepted * 2 > tokens && passes * 2 < tokens,
+        "{accepted} of {drafted} drafts accepted in {passes} passes for {tokens} tokens"
+    );
+
+    // A corpus that is always wrong (after every context of every output, the next token
+    // shifted by one, seen many times): drafts are proposed, rejected, and change nothing.
+    let misleading = Arc::new(DraftCorpus::default());
+    for (i, out) in outputs.iter().enumerate() {
+        for j in 0..out.len() {
+            let mut wrong = sequence(i, &out[..j]);
+            wrong.push((out[j] + 1) % vocab);
+            for _ in 0..20 {
+                misleading.learn(&wrong, wrong.len() - 1);
+            }
+        }
+    }
+    engine.set_draft_corpus(misleading);
+    let (drafted, _, _, _) = assert_identical(&engine, &prompts, 40, no_lookup);
+    assert!(drafted > 0, "the misleading corpus never drafted");
+
+    // A fresh corpus learns as it goes: the second round drafts from the first one's outputs.
+    engine.set_draft_corpus(Arc::new(DraftCorpus::default()));
+    let (_, first, _, _) = assert_identical(&engine, &prompts, 40, no_lookup);
+    assert!(
+        engine.draft_corpus().contexts() > 0,
+        "the corpus learned nothing"
+    );
+    let (_, second, _, _) = assert_identical(&engine, &prompts, 40, no_lookup);
+    assert!(
+        second > first,
+        "{second} drafts accepted after learning, {first} before"
+    );
 }
 
 #[test]
