@@ -72,11 +72,18 @@ for entry in "${MODELS[@]}"; do
     continue
   fi
   [ -f "$file" ] || { echo "missing $file" >&2; exit 1; }
-  ours_pp=(); ours_tg=(); cpp_pp=(); cpp_tg=()
+  ours_pp=(); ours_tg=(); cpp_pp=(); cpp_tg=(); cpp_env=(); shown="$name"
   for ((i = 1; i <= REPS; i++)); do
     read -r pp tg < <(RAYON_NUM_THREADS="$THREADS" "$OURS" "$file" "$PROMPT" "$NEW" | rates)
     ours_pp+=("$pp"); ours_tg+=("$tg")
-    read -r pp tg < <("$PYTHON" scripts/engine/bench_llama_cpp.py "$file" "$PROMPT" "$NEW" "$THREADS" | rates)
+    read -r pp tg < <(env "${cpp_env[@]}" "$PYTHON" scripts/engine/bench_llama_cpp.py "$file" "$PROMPT" "$NEW" "$THREADS" | rates)
+    if [ -z "$pp" ] && [ ${#cpp_env[@]} -eq 0 ]; then
+      # llama-cpp-python 0.3.36 crashes in its AMX / repacked layouts on some files (SmolLM2
+      # Q4_1 on an AMX CPU): measure it without them, and say so on the row.
+      echo "llama.cpp failed on $name; again without its extra buffer types" >&2
+      cpp_env=(LLAMA_CPP_NO_EXTRA_BUFFERS=1); shown="$name (llama.cpp without extra buffers)"
+      read -r pp tg < <(env "${cpp_env[@]}" "$PYTHON" scripts/engine/bench_llama_cpp.py "$file" "$PROMPT" "$NEW" "$THREADS" | rates)
+    fi
     cpp_pp+=("$pp"); cpp_tg+=("$tg")
     if [ -z "$MEMBW_FRESH" ]; then : > "$MEMBW_RUNS"; MEMBW_FRESH=1; fi
     RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/membw" 1024 1 >> "$MEMBW_RUNS"
@@ -85,7 +92,7 @@ for entry in "${MODELS[@]}"; do
   op=$(printf '%s\n' "${ours_pp[@]}" | median); ot=$(printf '%s\n' "${ours_tg[@]}" | median)
   cp=$(printf '%s\n' "${cpp_pp[@]}" | median); ct=$(printf '%s\n' "${cpp_tg[@]}" | median)
   size=$(awk -v b="$(stat -c %s "$file")" 'BEGIN {printf "%.0f", b / 1e6}')
-  ROWS+=("| $name | $size MB | $op | $cp | $(awk -v a="$op" -v b="$cp" 'BEGIN {printf "%.2f", a / b}') | $ot | $ct | $(awk -v a="$ot" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') |")
+  ROWS+=("| $shown | $size MB | $op | $cp | $(awk -v a="$op" -v b="$cp" 'BEGIN {printf "%.2f", a / b}') | $ot | $ct | $(awk -v a="$ot" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') |")
   echo "${ROWS[-1]}" > "$cached"
 done
 
@@ -96,7 +103,7 @@ VERDICT_MODEL="$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf"
 VERDICT_ROW=""
 if [ -z "${BENCH_ONLY:-}" ] || [[ "verdict" =~ $BENCH_ONLY ]]; then
   ids=$RESULTS/verdict_ids.json
-  plain=(); spec=(); pre=(); cor=(); cpp=()
+  plain=(); spec=(); pre=(); cor=(); cpp=(); verdict_env=(); verdict_note=""
   for ((i = 1; i <= REPS; i++)); do
     out=$(RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/verdict" "$VERDICT_MODEL" "$VERDICT_ITEMS" "$ids" \
       "$DATA"/predictions/1B/*/generated_predictions.jsonl | tail -1)
@@ -106,14 +113,20 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "verdict" =~ $BENCH_ONLY ]]; then
     cor+=("$(echo "$out" | sed -n 's/.*+ corpus \([0-9]*\) ms.*/\1/p')")
     tpp=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) tokens per decode pass.*/\1/p')
     tpc=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) with the corpus.*/\1/p')
-    cpp+=("$("$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p')")
+    c=$(env "${verdict_env[@]}" "$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p')
+    if [ -z "$c" ] && [ ${#verdict_env[@]} -eq 0 ]; then
+      echo "llama.cpp failed on the verdict; again without its extra buffer types" >&2
+      verdict_env=(LLAMA_CPP_NO_EXTRA_BUFFERS=1); verdict_note=" (llama.cpp without extra buffers)"
+      c=$(env "${verdict_env[@]}" "$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p')
+    fi
+    cpp+=("$c")
     echo "verdict run $i: ours plain ${plain[-1]} ms, speculative ${spec[-1]} ms, + prefix ${pre[-1]} ms, + corpus ${cor[-1]} ms; llama.cpp ${cpp[-1]} ms" >&2
   done
   op=$(printf '%s\n' "${plain[@]}" | median); os=$(printf '%s\n' "${spec[@]}" | median)
   opre=$(printf '%s\n' "${pre[@]}" | median); ocor=$(printf '%s\n' "${cor[@]}" | median)
   oc=$(printf '%s\n' "${cpp[@]}" | median)
   items=$("$PYTHON" -c "import json; d=json.load(open('$ids')); print(', '.join(f'{len(i[\"prompt\"])}+{len(i[\"output\"])}' for i in d))")
-  VERDICT_ROW="| $VERDICT_ITEMS verdicts ($items prompt+generated tokens), Llama-3.2-1B shape Q4_K_M | $op | $os | $opre | $ocor | $oc | $(awk -v a="$opre" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$ocor" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $tpp | $tpc |"
+  VERDICT_ROW="| $VERDICT_ITEMS verdicts ($items prompt+generated tokens), Llama-3.2-1B shape Q4_K_M$verdict_note | $op | $os | $opre | $ocor | $oc | $(awk -v a="$opre" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$ocor" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $tpp | $tpc |"
   echo "$VERDICT_ROW" > "$RESULTS/verdict.row"
 elif [ -f "$RESULTS/verdict.row" ]; then
   VERDICT_ROW=$(cat "$RESULTS/verdict.row")
@@ -182,6 +195,14 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROWS[@]}"
   echo
+  if printf '%s\n' "${ROWS[@]}" "$VERDICT_ROW" | grep -q 'without extra buffers'; then
+    echo "\"llama.cpp without extra buffers\" (here and in the verdict below): llama-cpp-python"
+    echo "crashed (segmentation fault) on that file with its default extra buffer types (AMX tiles,"
+    echo "repacked weights) on this CPU, so it was measured with \`use_extra_bufts\` off"
+    echo "(\`LLAMA_CPP_NO_EXTRA_BUFFERS=1\`, \`scripts/engine/llama_cpp_options.py\`): its plain CPU"
+    echo "kernels, without the AMX and repacked paths a working build would use."
+    echo
+  fi
   # Decode against the machine's read bandwidth: a decode step reads every weight once, so
   # file size x tokens/s is the bytes per second it streams.
   LIMIT=$(grep -o '[0-9.]* GB/s' "$MEMBW_RUNS" 2>/dev/null | awk '$1 > m {m = $1} END {print m + 0}')

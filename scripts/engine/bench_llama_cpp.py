@@ -5,10 +5,13 @@ batch prefill (logits of the last position only, as the engine computes), then M
 greedy decode steps, f32 KV cache.
 
 Usage: bench_llama_cpp.py MODEL.gguf [PROMPT_TOKENS=357] [NEW_TOKENS=200] [THREADS=2]
+
+LLAMA_CPP_NO_EXTRA_BUFFERS=1: see llama_cpp_options.py.
 """
 import sys
 import time
 
+import llama_cpp_options  # noqa: F401  (LLAMA_CPP_NO_EXTRA_BUFFERS)
 import numpy as np
 from llama_cpp import Llama
 

@@ -6,11 +6,14 @@ one single-token step per output token after the first (greedy decoding of that 
 f32 KV cache, no flash attention.
 
 Usage: bench_verdict_llama_cpp.py MODEL.gguf IDS.json [THREADS=2]
+
+LLAMA_CPP_NO_EXTRA_BUFFERS=1: see llama_cpp_options.py.
 """
 import json
 import sys
 import time
 
+import llama_cpp_options  # noqa: F401  (LLAMA_CPP_NO_EXTRA_BUFFERS)
 from llama_cpp import Llama
 
 
