@@ -113,11 +113,11 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "verdict" =~ $BENCH_ONLY ]]; then
     cor+=("$(echo "$out" | sed -n 's/.*+ corpus \([0-9]*\) ms.*/\1/p')")
     tpp=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) tokens per decode pass.*/\1/p')
     tpc=$(echo "$out" | sed -n 's/.*, \([0-9.]*\) with the corpus.*/\1/p')
-    c=$(env "${verdict_env[@]}" "$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p')
+    c=$(env "${verdict_env[@]}" "$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p' || true)
     if [ -z "$c" ] && [ ${#verdict_env[@]} -eq 0 ]; then
       echo "llama.cpp failed on the verdict; again without its extra buffer types" >&2
       verdict_env=(LLAMA_CPP_NO_EXTRA_BUFFERS=1); verdict_note=" (llama.cpp without extra buffers)"
-      c=$(env "${verdict_env[@]}" "$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p')
+      c=$(env "${verdict_env[@]}" "$PYTHON" scripts/engine/bench_verdict_llama_cpp.py "$VERDICT_MODEL" "$ids" "$THREADS" | tail -1 | sed -n 's/.*total: \([0-9]*\) ms.*/\1/p' || true)
     fi
     cpp+=("$c")
     echo "verdict run $i: ours plain ${plain[-1]} ms, speculative ${spec[-1]} ms, + prefix ${pre[-1]} ms, + corpus ${cor[-1]} ms; llama.cpp ${cpp[-1]} ms" >&2
@@ -346,13 +346,17 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   cat "$RESULTS/kernels_memory.txt" 2>/dev/null
   echo '```'
   echo
-  echo "## Prompt-lookup settings"
+  echo "## Drafting settings"
   echo
   echo "Which drafts pay for their verification rows here: the released GuardReasoner-1B outputs"
-  echo "(40 per benchmark file) replayed through \`lookup::draft\` for each setting, every pass priced"
-  echo "with the measured cost of a pass of that many rows (\`examples/draft_sim.rs\`). The engine's"
-  echo "default (one drafted token after a match of 2) was the cheapest here before passes of 3-4"
-  echo "rows got cheaper; see \"Where the targets stand\" for why it stays."
+  echo "(the first 40 of each benchmark file) replayed through \`lookup::plan\` for each setting,"
+  echo "drafts sized and every pass priced with the measured cost of a pass of that many rows"
+  echo "(\`examples/draft_sim.rs\`). \"prompt lookup only\" drafts from the prompt and the output so"
+  echo "far; \"+ corpus of the other outputs\" also from a \`DraftCorpus\` that learned the files'"
+  echo "other outputs (none with a replayed prompt); \"+ corpus learning as it goes\" from one that"
+  echo "starts empty and learns each replayed output in turn, as an engine's corpus does. The"
+  echo "engine's default is max_draft 7, min_ngram 2, with pass costs measured on this machine"
+  echo "(\`lookup::DEFAULT_PASS_COSTS\`)."
   echo
   echo '```'
   cat "$RESULTS/draft_sim.txt" 2>/dev/null

@@ -103,9 +103,9 @@ pub fn draft(history: &[u32], opts: &PromptLookup, limit: usize) -> Vec<u32> {
 pub const CORPUS_MIN_N: usize = 2;
 /// Longest context a [`DraftCorpus`] counts continuations of; the longest one seen decides.
 pub const CORPUS_MAX_N: usize = 6;
-/// Contexts a [`DraftCorpus`] holds by default (~60 MB; the released GuardReasoner-1B's 2,195
-/// outputs, 620k tokens, make ~480k).
-pub const DEFAULT_CORPUS_CONTEXTS: usize = 1 << 20;
+/// Contexts a [`DraftCorpus`] holds by default: what a hash table of 2^20 slots holds, ~50 MB.
+/// The released GuardReasoner-1B's 2,195 outputs (620k tokens) make ~480k.
+pub const DEFAULT_CORPUS_CONTEXTS: usize = 900_000;
 /// Distinct next tokens remembered per context; later ones only count towards the total.
 const NEXT_SLOTS: usize = 4;
 
