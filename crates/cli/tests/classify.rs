@@ -193,3 +193,87 @@ fn offline_default_model_fails_with_one_clear_line() {
         "{err}"
     );
 }
+
+/// A prediction directory in the official layout holding `outputs` as `predict`s.
+fn prediction_dir(dir: &std::path::Path, outputs: &[&str]) -> PathBuf {
+    let bench = dir.join("predictions").join("SomeBenchmark");
+    std::fs::create_dir_all(&bench).unwrap();
+    let lines: Vec<String> = outputs
+        .iter()
+        .map(|o| serde_json::json!({"prompt": "p", "label": null, "predict": o}).to_string())
+        .collect();
+    std::fs::write(bench.join("generated_predictions.jsonl"), lines.join("\n")).unwrap();
+    dir.join("predictions")
+}
+
+#[test]
+fn smollm2_draft_corpus_speeds_up_without_changing_the_output() {
+    let Some(model) = smollm2() else { return };
+    let classify = |extra: &[&std::ffi::OsStr]| {
+        let out = guardreasoner()
+            .args(["classify", "--json", "--max-new-tokens", "40"])
+            .args(["--prompt", "Write a poem about the sea."])
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (serde_json::from_slice::<Value>(&out.stdout).unwrap(), err)
+    };
+    let (plain, _) = classify(&[]);
+    let raw = plain["raw_output"].as_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = prediction_dir(tmp.path(), &[raw, "an unrelated earlier output"]);
+    let (seeded, err) = classify(&["--draft-corpus".as_ref(), dir.as_os_str()]);
+    assert!(err.contains("draft corpus: 2 outputs"), "{err}");
+    assert_eq!(seeded["raw_output"], plain["raw_output"]);
+    // Seen once, a continuation has a chance of 1/2 per token, so drafts stay short.
+    let accepted = |v: &Value| v["usage"]["accepted_draft_tokens"].as_u64().unwrap();
+    let generated = seeded["usage"]["generated_tokens"].as_u64().unwrap();
+    assert!(
+        accepted(&seeded) * 3 > generated && accepted(&seeded) > accepted(&plain),
+        "{} drafted tokens accepted of {generated} generated, {} without the corpus",
+        accepted(&seeded),
+        accepted(&plain)
+    );
+}
+
+#[test]
+fn bad_draft_corpus_is_named_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let broken = tmp.path().join("broken.jsonl");
+    std::fs::write(
+        &broken,
+        "{\"predict\": \"x\", \"prompt\": \"p\"}\nnot json\n",
+    )
+    .unwrap();
+    let model = tmp.path().join("model.gguf"); // never reached: the corpus is read first
+    std::fs::write(&model, b"GGUF").unwrap();
+    let s = script(tmp.path(), &[GUARD_OUTPUT]);
+    let cases: [(&[&std::ffi::OsStr], &str); 4] = [
+        (&[missing.as_os_str()], "nowhere"),
+        (&[empty.as_os_str()], "no generated_predictions.jsonl"),
+        (&[broken.as_os_str()], "broken.jsonl"),
+        (
+            &[empty.as_os_str(), "--scripted".as_ref(), s.as_os_str()],
+            "local backend only",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = guardreasoner()
+            .args(["classify", "--prompt", "hi", "--model"])
+            .arg(&model)
+            .arg("--draft-corpus")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+}

@@ -252,6 +252,52 @@ fn drafts_from_a_corpus_of_earlier_outputs_leave_greedy_output_unchanged() {
 }
 
 #[test]
+fn outputs_taught_as_text_seed_the_corpus_and_leave_output_unchanged() {
+    if skip_off_cpu() {
+        return;
+    }
+    let engine = Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &common::load_options(),
+    )
+    .unwrap();
+    let prompts = tiny_prompts(engine.model().config().vocab_size as u32);
+    let plain = GenerateOptions {
+        max_new_tokens: 40,
+        prompt_lookup: None,
+        ..GenerateOptions::default()
+    };
+    let texts: Vec<String> = prompts
+        .iter()
+        .map(|p| run(&engine, p, &plain).0.text)
+        .collect();
+
+    // A fresh engine (an empty corpus) taught the earlier outputs as text, as
+    // `--draft-corpus` does with prediction files.
+    let mut seeded = engine.clone();
+    seeded.set_draft_corpus(Arc::new(DraftCorpus::default()));
+    let taught: usize = texts.iter().map(|t| seeded.learn_text(t).unwrap()).sum();
+    assert!(taught > 0 && seeded.draft_corpus().contexts() > 0);
+    let no_lookup = PromptLookup {
+        min_ngram: 9,
+        ..PromptLookup::default()
+    };
+    let (drafted, accepted, _, tokens) = assert_identical(&seeded, &prompts, 40, no_lookup);
+    // The corpus also learns during the run: the seed must beat an engine without it.
+    let mut unseeded = engine.clone();
+    unseeded.set_draft_corpus(Arc::new(DraftCorpus::default()));
+    let (_, unseeded_accepted, _, _) = assert_identical(&unseeded, &prompts, 40, no_lookup);
+    eprintln!(
+        "seeded: {accepted}/{drafted} accepted for {tokens} tokens; {unseeded_accepted} unseeded"
+    );
+    assert!(
+        accepted * 4 > tokens && accepted > unseeded_accepted,
+        "{accepted} of {drafted} seeded drafts accepted for {tokens} tokens \
+         ({unseeded_accepted} without the seed)"
+    );
+}
+
+#[test]
 fn sampling_ignores_prompt_lookup() {
     let engine = Engine::load(
         &common::fixtures().join("tiny-llama"),

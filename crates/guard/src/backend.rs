@@ -56,6 +56,10 @@ pub struct BackendOutput {
     pub decode_ms: f64,
     pub finish: FinishReason,
     pub probes: Vec<LabelProbe>,
+    /// Speculative decoding: tokens drafted, and how many of them the model confirmed (0 for
+    /// backends that do not report it).
+    pub drafted_tokens: usize,
+    pub accepted_draft_tokens: usize,
 }
 
 /// Something that generates guard outputs.
@@ -230,6 +234,8 @@ fn output_of(generation: Generation, probes: Vec<LabelProbe>) -> BackendOutput {
         generated_tokens: generation.timings.generated_tokens,
         prefill_ms: generation.timings.prefill_ms,
         decode_ms: generation.timings.decode_ms,
+        drafted_tokens: generation.timings.drafted_tokens,
+        accepted_draft_tokens: generation.timings.accepted_draft_tokens,
         finish: match generation.stop {
             StopReason::Eos(_) => FinishReason::Stop,
             _ => FinishReason::Length,
@@ -366,6 +372,8 @@ impl GuardBackend for ScriptedBackend {
             finish: FinishReason::Stop,
             text,
             probes,
+            drafted_tokens: 0,
+            accepted_draft_tokens: 0,
         })
     }
 }

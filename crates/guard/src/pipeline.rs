@@ -50,6 +50,11 @@ pub struct Confidences {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub generated_tokens: usize,
+    /// Speculative decoding: generated tokens that were drafted (from the prompt, the output
+    /// so far and earlier outputs) and confirmed by the model, so cost no pass of their own.
+    pub accepted_draft_tokens: usize,
+    /// Tokens drafted in all.
+    pub drafted_tokens: usize,
 }
 
 /// Wall-clock times in milliseconds.
@@ -174,6 +179,8 @@ pub fn assemble(output: BackendOutput, total_ms: f64, has_response: bool) -> Gua
         usage: Usage {
             prompt_tokens: output.prompt_tokens,
             generated_tokens: output.generated_tokens,
+            accepted_draft_tokens: output.accepted_draft_tokens,
+            drafted_tokens: output.drafted_tokens,
         },
         timing: Timing {
             prefill_ms: output.prefill_ms,

@@ -130,6 +130,8 @@ impl GuardBackend for RemoteBackend {
             },
             text,
             probes: Vec::new(),
+            drafted_tokens: 0,
+            accepted_draft_tokens: 0,
         })
     }
 }

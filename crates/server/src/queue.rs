@@ -461,6 +461,8 @@ mod tests {
                 decode_ms: 0.0,
                 finish: FinishReason::Stop,
                 probes: Vec::new(),
+                drafted_tokens: 0,
+                accepted_draft_tokens: 0,
             })
         }
 

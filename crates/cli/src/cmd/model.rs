@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use guardreasoner_engine::{DeviceChoice, Engine, LoadOptions, SamplingParams};
+use guardreasoner_eval::predictions::{load_predictions, PREDICTIONS_FILE};
 use guardreasoner_guard::hub::{HubConfig, HubEvent};
 use guardreasoner_guard::{
     GuardBackend, GuardOptions, LocalBackend, ModelSpec, RemoteBackend, RemoteConfig,
@@ -10,7 +11,7 @@ use guardreasoner_guard::{
 };
 use guardreasoner_protocol::PromptFormat;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -44,6 +45,14 @@ pub struct ModelArgs {
     /// for tests and demos of the output handling.
     #[arg(long, value_name = "FILE", hide = true)]
     pub scripted: Option<PathBuf>,
+    /// Earlier outputs of a guard model to draft from (speculative decoding, local backend):
+    /// a prediction file in the official layout (JSONL with `predict`), or a directory searched
+    /// for `generated_predictions.jsonl` files, e.g. `predictions/1B` of the official data
+    /// (`guardreasoner data fetch`) or an `eval` run. Outputs stay exactly those of greedy
+    /// decoding; decoding is faster the more the new reasoning follows the earlier outputs.
+    /// Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub draft_corpus: Vec<PathBuf>,
     /// Delay per scripted output, in milliseconds.
     #[arg(long, default_value_t = 0, hide = true)]
     pub scripted_delay_ms: u64,
@@ -108,6 +117,9 @@ fn parse_device(s: &str) -> anyhow::Result<DeviceChoice> {
 
 /// Loads the backend the arguments describe, with a progress bar for hub downloads.
 pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
+    if !args.draft_corpus.is_empty() && (args.scripted.is_some() || args.backend != "local") {
+        anyhow::bail!("--draft-corpus applies to the local backend only");
+    }
     if let Some(path) = &args.scripted {
         let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
         let outputs: Vec<String> = serde_json::from_slice(&text)
@@ -126,6 +138,7 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
         return Ok(Box::new(RemoteBackend::new(config)));
     }
     let device = parse_device(&args.device)?;
+    let corpus = read_draft_corpus(&args.draft_corpus)?;
     let spec = ModelSpec::parse(&args.model)?;
     let style = ProgressStyle::with_template(
         "{msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -156,5 +169,74 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
             ..LoadOptions::default()
         },
     )?;
+    if !corpus.0.is_empty() {
+        learn_draft_corpus(&engine, &corpus.0, corpus.1)?;
+    }
     Ok(Box::new(LocalBackend::new(engine)?))
+}
+
+/// The outputs (`predict`) of the prediction files at `paths`, with the number of files. A path
+/// that is missing, a directory without prediction files or a malformed line is an error
+/// naming it.
+pub fn read_draft_corpus(paths: &[PathBuf]) -> anyhow::Result<(Vec<String>, usize)> {
+    let mut files = Vec::new();
+    for path in paths {
+        let found = prediction_files(path)?;
+        if found.is_empty() {
+            anyhow::bail!(
+                "--draft-corpus {}: no {PREDICTIONS_FILE} in this directory or below",
+                path.display()
+            );
+        }
+        files.extend(found);
+    }
+    let mut outputs = Vec::new();
+    for file in &files {
+        let predictions =
+            load_predictions(file).with_context(|| format!("--draft-corpus {}", file.display()))?;
+        outputs.extend(predictions.records.into_iter().map(|(_, r)| r.predict));
+    }
+    Ok((outputs, files.len()))
+}
+
+/// Teaches the engine's draft corpus `outputs`, reporting what it learned on stderr.
+fn learn_draft_corpus(engine: &Engine, outputs: &[String], files: usize) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let mut tokens = 0;
+    for output in outputs {
+        tokens += engine.learn_text(output)?;
+    }
+    eprintln!(
+        "draft corpus: {} outputs ({tokens} tokens) from {files} file(s), {} contexts, {:.1} s",
+        outputs.len(),
+        engine.draft_corpus().contexts(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `path` itself if it is a file; the prediction files under it, sorted, if a directory.
+fn prediction_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("--draft-corpus {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("--draft-corpus {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("--draft-corpus {}", dir.display()))?;
+            let child = entry.path();
+            if entry.file_type()?.is_dir() {
+                dirs.push(child);
+            } else if entry.file_name() == PREDICTIONS_FILE {
+                found.push(child);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
