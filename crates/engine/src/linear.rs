@@ -53,6 +53,10 @@ fn candle_repacks(rows: usize, cols: usize) -> bool {
     candle_has_vnni() && rows.is_multiple_of(16) && cols.is_multiple_of(256)
 }
 
+/// The shortest pass for which candle computes Q4_K with AMX tiles (`repack::try_matmul_f32`),
+/// repacking the weights for them on first use.
+const CANDLE_AMX_MIN_ROWS: usize = 32;
+
 /// A `(out_features, in_features)` weight matrix, dense or quantized.
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -94,8 +98,10 @@ impl Linear {
                 .transpose()?;
                 if let Some(gemm) = &gemm {
                     // candle repacks the weights for its GEMM on first use (seconds for a 1B
-                    // model): do it now, at load, rather than in the first prompt's time.
-                    let rows = rowwise::MAX_ROWS + 1;
+                    // model): do it now, at load, rather than in the first prompt's time. Q4_K
+                    // has a second layout, for its AMX kernel, made by the first pass of at
+                    // least 32 rows on CPUs with AMX: probe with that many.
+                    let rows = (rowwise::MAX_ROWS + 1).max(CANDLE_AMX_MIN_ROWS);
                     let probe = Tensor::zeros((rows, in_features), DType::F32, &weight.device())?;
                     gemm.forward(&probe)?;
                 }
