@@ -38,19 +38,20 @@ pub struct PromptLookup {
 }
 
 /// Pass costs by rows, relative to one row: the 1B-shaped Q4_K_M file with 2 threads on the
-/// 2-core benchmark machine (a Xeon with AVX-512 VNNI, 18 GB/s), `examples/rows_cost.rs` at
-/// position 300 (docs/BENCHMARKS.md): 55, 68, 104, 104, 145, 150, 189 ms for 1-6 and 8 rows,
-/// made non-decreasing. Machines with more cores pay less per row (a Zen 4 with 2 cores: 1.05x
-/// for 2 rows, 1.25x for 4); measure there and set [`PromptLookup::pass_costs`].
+/// 2-core benchmark machine (a Xeon with AVX-512 VNNI and AMX), `examples/rows_cost.rs` at
+/// position 300 (docs/BENCHMARKS.md): 55.8, 69.6, 82.6, 89.5, 116.8, 127.7, 143.6, 152.5 ms for
+/// 1-8 rows and 183-263 ms for 9-16, made non-decreasing. Machines with more cores pay less per
+/// row (a Zen 4 with 2 cores: 1.05x for 2 rows, 1.25x for 4); measure there and set
+/// [`PromptLookup::pass_costs`].
 pub const DEFAULT_PASS_COSTS: [f32; crate::rowwise::MAX_ROWS] = [
-    1.0, 1.22, 1.88, 1.88, 2.61, 2.7, 3.07, 3.41, 3.95, 4.5, 5.0, 5.4, 5.8, 6.3, 6.8, 7.3,
+    1.0, 1.25, 1.48, 1.6, 2.09, 2.29, 2.57, 2.73, 3.27, 3.28, 3.53, 3.72, 4.0, 4.05, 4.37, 4.71,
 ];
 
 /// Drafts sized by expected gain, up to 7 tokens (8 rows), prompt-lookup matches of 2 tokens
 /// or more. Pricing 240 of the released GuardReasoner-1B outputs (65k tokens) with
-/// [`DEFAULT_PASS_COSTS`] (`examples/draft_sim.rs`): prompt lookup alone takes 0.87x the time of
-/// plain decoding; with a corpus of the other 1,955 released outputs 0.65x; with a corpus that
-/// starts empty and learns each of the 240 in turn 0.69x.
+/// [`DEFAULT_PASS_COSTS`] (`examples/draft_sim.rs`): prompt lookup alone takes 0.85x the time of
+/// plain decoding; with a corpus of the other 1,955 released outputs 0.61x; with a corpus that
+/// starts empty and learns each of the 240 in turn 0.64x.
 impl Default for PromptLookup {
     fn default() -> Self {
         Self {

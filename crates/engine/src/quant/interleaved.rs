@@ -84,6 +84,30 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// Only called when [`simd_available`] is true.
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Act<Self>]; A]) -> [[f32; ROWS]; A];
+    /// Whether the format has [`Self::rows_pair`].
+    const PAIRS: bool = false;
+    /// Two groups at once on 512-bit vectors (`first`'s rows in lanes 0-7, `second`'s in 8-15)
+    /// times `A` (1 to [`Self::AVX512_ACTS`]) activation rows: `[group][activation][row]`, bit
+    /// for bit what [`Self::rows`] gives for each group (every lane does the same arithmetic).
+    ///
+    /// # Safety
+    /// Only called when [`Self::PAIRS`] and [`pairs_available`] are true.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_pair<const A: usize>(
+        first: &[u8],
+        second: &[u8],
+        acts: [&[Act<Self>]; A],
+    ) -> [[[f32; ROWS]; A]; 2] {
+        let _ = (first, second, acts);
+        unreachable!("{} has no two-group kernel", Self::Plain::NAME)
+    }
+}
+
+/// Whether this CPU runs the two-group kernels ([`RowTiles::rows_pair`]): AVX-512 VNNI with
+/// AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn pairs_available() -> bool {
+    Isa::Avx512Vnni.available() && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// A `(rows, cols)` matrix in tiles of 8 rows; `rows` a multiple of 8.
@@ -176,6 +200,16 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
         let acts = super::quantize_rows(x, self.cols, T::Plain::quantize);
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
+        #[cfg(target_arch = "x86_64")]
+        if simd && T::PAIRS && (self.rows / ROWS).is_multiple_of(2) && pairs_available() {
+            crate::pool::for_each_chunk_mut(&mut out_t, 2 * ROWS * n, |pair, out| {
+                // SAFETY: PAIRS and pairs_available() hold.
+                unsafe {
+                    pair_products::<T>(self.group(2 * pair), self.group(2 * pair + 1), &acts, out)
+                };
+            });
+            return crate::pool::transpose(out_t, self.rows, n);
+        }
         crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
             group_products::<T>(self.group(group), &acts, out, simd);
         });
@@ -219,6 +253,57 @@ fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f3
     for r in 0..ROWS {
         for (j, a) in acts.iter().enumerate() {
             out[r * n + j] = T::dot(tiles, r, a);
+        }
+    }
+}
+
+/// `out[r * n + a]` for the 16 rows of two groups and every activation row, 4 activation rows
+/// per pass over the tiles.
+///
+/// # Safety
+/// [`RowTiles::PAIRS`] and [`pairs_available`] hold.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pair_products<T: RowTiles>(
+    first: &[u8],
+    second: &[u8],
+    acts: &[Vec<Act<T>>],
+    out: &mut [f32],
+) {
+    let n = acts.len();
+    for (a0, some) in acts
+        .chunks(T::AVX512_ACTS.min(4))
+        .enumerate()
+        .map(|(i, p)| (T::AVX512_ACTS.min(4) * i, p))
+    {
+        let mut lanes = [[[0f32; ROWS]; 4]; 2];
+        // SAFETY: the caller's guarantee; `some` has 1 to 4 rows.
+        unsafe {
+            match some {
+                [a] => {
+                    let r = T::rows_pair::<1>(first, second, [a]);
+                    lanes[0][0] = r[0][0];
+                    lanes[1][0] = r[1][0];
+                }
+                [a, b] => {
+                    let r = T::rows_pair::<2>(first, second, [a, b]);
+                    lanes[0][..2].copy_from_slice(&r[0]);
+                    lanes[1][..2].copy_from_slice(&r[1]);
+                }
+                [a, b, c] => {
+                    let r = T::rows_pair::<3>(first, second, [a, b, c]);
+                    lanes[0][..3].copy_from_slice(&r[0]);
+                    lanes[1][..3].copy_from_slice(&r[1]);
+                }
+                [a, b, c, d] => lanes = T::rows_pair::<4>(first, second, [a, b, c, d]),
+                _ => unreachable!(),
+            }
+        }
+        for (g, group) in lanes.iter().enumerate() {
+            for (j, lane) in group.iter().take(some.len()).enumerate() {
+                for (r, &v) in lane.iter().enumerate() {
+                    out[(g * ROWS + r) * n + a0 + j] = v;
+                }
+            }
         }
     }
 }
@@ -314,6 +399,46 @@ pub(crate) mod testing {
                 // SAFETY: this CPU has the kernel's instruction set.
                 let got = unsafe { kernel(tiles, [&acts[0], &acts[1]]) };
                 assert_eq!(bits(got), want, "{isa:?}");
+            }
+        }
+    }
+
+    /// The two-group kernel of a format gives, for each of the two groups of a 16-row matrix
+    /// (`data`) and 1, 3 or 4 activation rows, bit for bit what the portable code and the
+    /// one-group kernel give.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn two_group_kernel_equals_one_group<T: RowTiles>(data: &[u8], cols: usize) {
+        if !(T::PAIRS && pairs_available()) {
+            eprintln!("SKIPPED: no AVX-512BW + VNNI here");
+            return;
+        }
+        let m = Interleaved::<T>::new(data, 2 * ROWS, cols).unwrap();
+        let x = random(4 * cols, 6);
+        let acts: Vec<Vec<Act<T>>> = x.chunks_exact(cols).map(T::Plain::quantize).collect();
+        let want = |g: usize, j: usize| -> [u32; ROWS] {
+            std::array::from_fn(|r| T::dot(m.group(g), r, &acts[j]).to_bits())
+        };
+        let (first, second) = (m.group(0), m.group(1));
+        let four = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+        // SAFETY: PAIRS and pairs_available() hold (so do AVX2, FMA and F16C).
+        unsafe {
+            let got = T::rows_pair::<1>(first, second, [&acts[3]]);
+            for (g, rows) in got.iter().enumerate() {
+                assert_eq!(rows[0].map(f32::to_bits), want(g, 3), "A=1 group {g}");
+            }
+            let got = T::rows_pair::<3>(first, second, [four[0], four[1], four[2]]);
+            for (g, rows) in got.iter().enumerate() {
+                for (j, row) in rows.iter().enumerate() {
+                    assert_eq!(row.map(f32::to_bits), want(g, j), "A=3 group {g} act {j}");
+                }
+            }
+            let got = T::rows_pair::<4>(first, second, four);
+            for (g, rows) in got.iter().enumerate() {
+                let single = T::rows::<4>(m.group(g), four);
+                for (j, row) in rows.iter().enumerate() {
+                    assert_eq!(row.map(f32::to_bits), want(g, j), "A=4 group {g} act {j}");
+                    assert_eq!(row.map(f32::to_bits), single[j].map(f32::to_bits));
+                }
             }
         }
     }

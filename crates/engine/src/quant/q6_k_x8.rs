@@ -109,6 +109,18 @@ impl RowTiles for Q6KTiles {
         acc
     }
 
+    const PAIRS: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_pair<const A: usize>(
+        first: &[u8],
+        second: &[u8],
+        acts: [&[Q8KBlock]; A],
+    ) -> [[[f32; ROWS]; A]; 2] {
+        // SAFETY: the caller checked AVX-512F/VL/BW/VNNI (and AVX2, FMA, F16C).
+        unsafe { x86_pair::pair_avx512::<A>(first, second, acts) }
+    }
+
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8KBlock]; A]) -> [[f32; ROWS]; A] {
         if Isa::Avx512Vnni.available() {
@@ -267,11 +279,155 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x86_pair {
+    use std::arch::x86_64::*;
+
+    use super::{run, Q8KBlock, D, ROWS, SC, TILE_BYTES};
+
+    /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
+    /// each lane doing what a lane of `tile_avx512` does, so each row's result is bit for bit
+    /// the same (see `q4_k_x8`'s two-group kernel for why).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) fn pair_avx512<const A: usize>(
+        first: &[u8],
+        second: &[u8],
+        a: [&[Q8KBlock]; A],
+    ) -> [[[f32; ROWS]; A]; 2] {
+        let blocks = first.len() / TILE_BYTES;
+        assert!(second.len() == first.len() && a.iter().all(|r| r.len() == blocks));
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm512_set1_epi8(3);
+        let m30 = _mm512_set1_epi8(0x30);
+        let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+        let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+        let mut acc = [_mm512_setzero_ps(); A];
+        for b in 0..blocks {
+            // SAFETY: b < blocks; every offset below stays inside the two tiles.
+            unsafe {
+                let (s, u) = (
+                    first.as_ptr().add(b * TILE_BYTES),
+                    second.as_ptr().add(b * TILE_BYTES),
+                );
+                crate::prefetch::ahead(s, TILE_BYTES);
+                crate::prefetch::ahead(u, TILE_BYTES);
+                let both32 = |at: usize| {
+                    let lo = _mm256_loadu_si256(s.add(at) as *const __m256i);
+                    let hi = _mm256_loadu_si256(u.add(at) as *const __m256i);
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+                };
+                let one16 = |t: *const u8, at: usize| _mm_loadu_si128(t.add(at) as *const __m128i);
+                let both16 = |at: usize| {
+                    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(one16(s, at)), one16(u, at))
+                };
+                let dw = _mm512_cvtph_ps(both16(D));
+                let mut q8 = [std::ptr::null::<i8>(); A];
+                for j in 0..A {
+                    q8[j] = a[j].get_unchecked(b).qs.as_ptr();
+                }
+                let mut sumi = [_mm512_setzero_si512(); A];
+                let mut summ = [_mm512_setzero_si512(); A];
+                let mut scales = [_mm512_setzero_si512(); 16];
+                for pair in 0..8 {
+                    let (rs, ru) = (one16(s, SC + 16 * pair), one16(u, SC + 16 * pair));
+                    let pick = |m: __m128i| {
+                        _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(
+                            _mm_shuffle_epi8(rs, m),
+                            _mm_shuffle_epi8(ru, m),
+                        ))
+                    };
+                    scales[2 * pair] = pick(even);
+                    scales[2 * pair + 1] = pick(odd);
+                    let sc = _mm512_cvtepi8_epi16(both16(SC + 16 * pair));
+                    for j in 0..A {
+                        let y = a[j].get_unchecked(b);
+                        let bs = (y.bsums[2 * pair] as u16 as i32)
+                            | ((y.bsums[2 * pair + 1] as u16 as i32) << 16);
+                        summ[j] =
+                            _mm512_add_epi32(summ[j], _mm512_madd_epi16(sc, _mm512_set1_epi32(bs)));
+                    }
+                }
+                for h in 0..2 {
+                    for gh in 0..2 {
+                        let mut part = [[_mm512_setzero_si512(); A]; 4];
+                        for g in 4 * gh..4 * gh + 4 {
+                            let wl0 = both32(run(h, g, 0));
+                            let wl1 = both32(run(h, g, 1));
+                            let wh = both32(run(h, g, 2));
+                            let q = [
+                                _mm512_or_si512(
+                                    _mm512_and_si512(wl0, m4),
+                                    _mm512_slli_epi16::<4>(_mm512_and_si512(wh, m2)),
+                                ),
+                                _mm512_or_si512(
+                                    _mm512_and_si512(wl1, m4),
+                                    _mm512_slli_epi16::<4>(_mm512_and_si512(
+                                        _mm512_srli_epi16::<2>(wh),
+                                        m2,
+                                    )),
+                                ),
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(wl0), m4),
+                                    _mm512_and_si512(wh, m30),
+                                ),
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(wl1), m4),
+                                    _mm512_and_si512(_mm512_srli_epi16::<2>(wh), m30),
+                                ),
+                            ];
+                            for (c, &qc) in q.iter().enumerate() {
+                                for j in 0..A {
+                                    let p = q8[j].add(128 * h + 32 * c + 4 * g) as *const i32;
+                                    let act = _mm512_set1_epi32(p.read_unaligned());
+                                    part[c][j] = _mm512_dpbusd_epi32(part[c][j], qc, act);
+                                }
+                            }
+                        }
+                        for (c, part) in part.iter().enumerate() {
+                            let scale = scales[8 * h + 2 * c + gh];
+                            for j in 0..A {
+                                sumi[j] =
+                                    _mm512_add_epi32(sumi[j], _mm512_mullo_epi32(part[j], scale));
+                            }
+                        }
+                    }
+                }
+                for j in 0..A {
+                    let y = a[j].get_unchecked(b);
+                    let total = _mm512_sub_epi32(sumi[j], _mm512_slli_epi32::<5>(summ[j]));
+                    let d = _mm512_mul_ps(_mm512_set1_ps(y.d), dw);
+                    acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(total), acc[j]);
+                }
+            }
+        }
+        let mut out = [[[0f32; ROWS]; A]; 2];
+        for j in 0..A {
+            // SAFETY: an __m512 is sixteen f32 lanes in order.
+            let v: [f32; 2 * ROWS] = unsafe { std::mem::transmute(acc[j]) };
+            out[0][j].copy_from_slice(&v[..ROWS]);
+            out[1][j].copy_from_slice(&v[ROWS..]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::interleaved::testing;
     use super::super::q6_k::tests::random_q6_k;
     use super::*;
+
+    #[test]
+    fn products_of_two_groups_at_once_match_the_plain_layout() {
+        // 4 groups: matmul_t takes them in pairs where the CPU has AVX-512BW and VNNI.
+        testing::products_match_the_plain_layout::<Q6KTiles>(random_q6_k(32, 768, 11), 32, 768);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_two_group_kernel_equals_the_portable_code_for_each_group() {
+        testing::two_group_kernel_equals_one_group::<Q6KTiles>(&random_q6_k(16, 1024, 5), 1024);
+    }
 
     #[test]
     fn rows_rebuild_the_plain_blocks() {
