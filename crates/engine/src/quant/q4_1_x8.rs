@@ -75,6 +75,18 @@ impl RowTiles for Q4_1Tiles {
         hsum8(acc) + acc_m
     }
 
+    const PAIRS: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_pair<const A: usize>(
+        first: &[u8],
+        second: &[u8],
+        acts: [&[Q8_1Block]; A],
+    ) -> [[[f32; ROWS]; A]; 2] {
+        // SAFETY: the caller checked AVX-512F/VL/BW/VNNI (and AVX2, FMA, F16C).
+        unsafe { x86_pair::pair_avx512::<A>(first, second, acts) }
+    }
+
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_1Block]; A]) -> [[f32; ROWS]; A] {
         if Isa::Avx512Vnni.available() {
@@ -195,6 +207,87 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x86_pair {
+    use std::arch::x86_64::*;
+
+    use super::{Q8_1Block, D, M, QS, ROWS, TILE_BYTES};
+
+    /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
+    /// each lane doing what a lane of `tile_avx512` does (the same float operations in the same
+    /// order), so each row's result is bit for bit the same.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) fn pair_avx512<const A: usize>(
+        first: &[u8],
+        second: &[u8],
+        a: [&[Q8_1Block]; A],
+    ) -> [[[f32; ROWS]; A]; 2] {
+        let blocks = first.len() / TILE_BYTES;
+        assert!(second.len() == first.len() && a.iter().all(|r| r.len() == blocks));
+        let m4 = _mm512_set1_epi8(0x0F);
+        let mut acc = [[_mm512_setzero_ps(); 8]; A];
+        let mut acc_m = [_mm512_setzero_ps(); A];
+        for b in 0..blocks {
+            // SAFETY: b < blocks; every offset below stays inside the two tiles, and an
+            // activation block holds 32 values.
+            unsafe {
+                let (s, u) = (
+                    first.as_ptr().add(b * TILE_BYTES),
+                    second.as_ptr().add(b * TILE_BYTES),
+                );
+                crate::prefetch::ahead(s, TILE_BYTES);
+                crate::prefetch::ahead(u, TILE_BYTES);
+                let both16 = |at: usize| {
+                    let lo = _mm_loadu_si128(s.add(at) as *const __m128i);
+                    let hi = _mm_loadu_si128(u.add(at) as *const __m128i);
+                    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+                };
+                let dw = _mm512_cvtph_ps(both16(D));
+                let mw = _mm512_cvtph_ps(both16(M));
+                let mut q8 = [std::ptr::null::<i8>(); A];
+                let mut d = [_mm512_setzero_ps(); A];
+                for j in 0..A {
+                    let y = a[j].get_unchecked(b);
+                    q8[j] = y.qs.as_ptr();
+                    acc_m[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), acc_m[j]);
+                    d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
+                }
+                for g in 0..4 {
+                    let lo = _mm256_loadu_si256(s.add(QS + g * 32) as *const __m256i);
+                    let hi = _mm256_loadu_si256(u.add(QS + g * 32) as *const __m256i);
+                    let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    let wl = _mm512_and_si512(w, m4);
+                    let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
+                    for j in 0..A {
+                        let p = q8[j].add(4 * g);
+                        let xl = _mm512_set1_epi32((p as *const i32).read_unaligned());
+                        let xh = _mm512_set1_epi32((p.add(16) as *const i32).read_unaligned());
+                        let zero = _mm512_setzero_si512();
+                        let lo = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wl, xl));
+                        let hi = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wh, xh));
+                        acc[j][g] = _mm512_fmadd_ps(d[j], lo, acc[j][g]);
+                        acc[j][4 + g] = _mm512_fmadd_ps(d[j], hi, acc[j][4 + g]);
+                    }
+                }
+            }
+        }
+        let mut out = [[[0f32; ROWS]; A]; 2];
+        for j in 0..A {
+            // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
+            let mut r = [_mm512_setzero_ps(); 4];
+            for k in 0..4 {
+                r[k] = _mm512_add_ps(acc[j][4 + k], acc[j][k]);
+            }
+            let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+            // SAFETY: an __m512 is sixteen f32 lanes in order.
+            let v: [f32; 2 * ROWS] = unsafe { std::mem::transmute(_mm512_add_ps(sum, acc_m[j])) };
+            out[0][j].copy_from_slice(&v[..ROWS]);
+            out[1][j].copy_from_slice(&v[ROWS..]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::interleaved::{testing, Interleaved};
@@ -202,6 +295,18 @@ mod tests {
     use super::super::{BlockMatrix, PackedMatrix};
     use super::*;
     use crate::test_support::random;
+
+    #[test]
+    fn products_of_two_groups_at_once_match_the_plain_layout() {
+        // 4 groups: matmul_t takes them in pairs where the CPU has AVX-512BW and VNNI.
+        testing::products_match_the_plain_layout::<Q4_1Tiles>(random_q4_1(32, 96, 11), 32, 96);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_two_group_kernel_equals_the_portable_code_for_each_group() {
+        testing::two_group_kernel_equals_one_group::<Q4_1Tiles>(&random_q4_1(16, 160, 5), 160);
+    }
 
     #[test]
     fn rows_rebuild_the_plain_blocks() {
