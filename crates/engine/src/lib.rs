@@ -26,6 +26,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod generate;
+mod hugepages;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;

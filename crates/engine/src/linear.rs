@@ -80,10 +80,14 @@ impl Linear {
     /// (half the memory and half the bytes per decode step; [`rowwise`] widens them exactly);
     /// everything else is converted to f32.
     pub fn dense(weight: Tensor) -> Result<Self> {
-        if weight.device().is_cpu() && matches!(weight.dtype(), DType::BF16 | DType::F16) {
-            return Ok(Linear::Dense(weight.contiguous()?));
-        }
-        Ok(Linear::Dense(weight.to_dtype(DType::F32)?))
+        let weight =
+            if weight.device().is_cpu() && matches!(weight.dtype(), DType::BF16 | DType::F16) {
+                weight.contiguous()?
+            } else {
+                weight.to_dtype(DType::F32)?
+            };
+        crate::hugepages::advise_tensor(&weight);
+        Ok(Linear::Dense(weight))
     }
 
     /// A layer from a GGML tensor of shape `(out, in)`.

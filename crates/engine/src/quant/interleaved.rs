@@ -151,6 +151,7 @@ impl<T: RowTiles> Interleaved<T> {
                 T::interleave(tile, r, &data[at..at + T::Plain::BLOCK_BYTES]);
             }
         }
+        crate::hugepages::advise(&tiles);
         Ok(Self {
             tiles,
             rows,
@@ -254,6 +255,82 @@ fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f3
         for (j, a) in acts.iter().enumerate() {
             out[r * n + j] = T::dot(tiles, r, a);
         }
+    }
+}
+
+/// What the two-group kernels ([`RowTiles::rows_pair`]) share: two tiles' bytes side by side
+/// in one vector, and the result lanes split back into the two groups.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod pair {
+    use std::arch::x86_64::*;
+
+    use super::ROWS;
+
+    /// Block `b` of each group (tiles of `bytes`), both asked for ahead ([`crate::prefetch`]).
+    ///
+    /// # Safety
+    /// Both slices hold more than `b` tiles.
+    #[inline]
+    pub(crate) unsafe fn block(
+        first: &[u8],
+        second: &[u8],
+        b: usize,
+        bytes: usize,
+    ) -> (*const u8, *const u8) {
+        // SAFETY: the caller's guarantee.
+        let (s, u) = unsafe {
+            (
+                first.as_ptr().add(b * bytes),
+                second.as_ptr().add(b * bytes),
+            )
+        };
+        crate::prefetch::ahead(s, bytes);
+        crate::prefetch::ahead(u, bytes);
+        (s, u)
+    }
+
+    /// The 32 bytes at `at` of tile `s` (low half) and of tile `u` (high half).
+    ///
+    /// # Safety
+    /// Both hold 32 bytes at `at`; the CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f")]
+    pub(crate) unsafe fn both32(s: *const u8, u: *const u8, at: usize) -> __m512i {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            let lo = _mm256_loadu_si256(s.add(at) as *const __m256i);
+            let hi = _mm256_loadu_si256(u.add(at) as *const __m256i);
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+        }
+    }
+
+    /// The 16 bytes at `at` of tile `s` (low half) and of tile `u` (high half).
+    ///
+    /// # Safety
+    /// Both hold 16 bytes at `at`; the CPU has AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn both16(s: *const u8, u: *const u8, at: usize) -> __m256i {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            let lo = _mm_loadu_si128(s.add(at) as *const __m128i);
+            let hi = _mm_loadu_si128(u.add(at) as *const __m128i);
+            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+        }
+    }
+
+    /// Lanes 0-7 of each accumulator as the first group's rows, 8-15 as the second's.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn split<const A: usize>(acc: [__m512; A]) -> [[[f32; ROWS]; A]; 2] {
+        let mut out = [[[0f32; ROWS]; A]; 2];
+        for (j, v) in acc.iter().enumerate() {
+            // SAFETY: an __m512 is sixteen f32 lanes in order.
+            let v: [f32; 2 * ROWS] = unsafe { std::mem::transmute(*v) };
+            out[0][j].copy_from_slice(&v[..ROWS]);
+            out[1][j].copy_from_slice(&v[ROWS..]);
+        }
+        out
     }
 }
 

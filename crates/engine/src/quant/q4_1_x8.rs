@@ -211,6 +211,7 @@ mod x86 {
 mod x86_pair {
     use std::arch::x86_64::*;
 
+    use super::super::interleaved::pair::{block, both16, both32, split};
     use super::{Q8_1Block, D, M, QS, ROWS, TILE_BYTES};
 
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
@@ -231,17 +232,8 @@ mod x86_pair {
             // SAFETY: b < blocks; every offset below stays inside the two tiles, and an
             // activation block holds 32 values.
             unsafe {
-                let (s, u) = (
-                    first.as_ptr().add(b * TILE_BYTES),
-                    second.as_ptr().add(b * TILE_BYTES),
-                );
-                crate::prefetch::ahead(s, TILE_BYTES);
-                crate::prefetch::ahead(u, TILE_BYTES);
-                let both16 = |at: usize| {
-                    let lo = _mm_loadu_si128(s.add(at) as *const __m128i);
-                    let hi = _mm_loadu_si128(u.add(at) as *const __m128i);
-                    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-                };
+                let (s, u) = block(first, second, b, TILE_BYTES);
+                let both16 = |at: usize| both16(s, u, at);
                 let dw = _mm512_cvtph_ps(both16(D));
                 let mw = _mm512_cvtph_ps(both16(M));
                 let mut q8 = [std::ptr::null::<i8>(); A];
@@ -253,9 +245,7 @@ mod x86_pair {
                     d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
                 }
                 for g in 0..4 {
-                    let lo = _mm256_loadu_si256(s.add(QS + g * 32) as *const __m256i);
-                    let hi = _mm256_loadu_si256(u.add(QS + g * 32) as *const __m256i);
-                    let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    let w = both32(s, u, QS + g * 32);
                     let wl = _mm512_and_si512(w, m4);
                     let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
                     for j in 0..A {
@@ -271,20 +261,12 @@ mod x86_pair {
                 }
             }
         }
-        let mut out = [[[0f32; ROWS]; A]; 2];
-        for j in 0..A {
-            // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
-            let mut r = [_mm512_setzero_ps(); 4];
-            for k in 0..4 {
-                r[k] = _mm512_add_ps(acc[j][4 + k], acc[j][k]);
-            }
+        // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
+        split(std::array::from_fn(|j| {
+            let r: [__m512; 4] = std::array::from_fn(|k| _mm512_add_ps(acc[j][4 + k], acc[j][k]));
             let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-            // SAFETY: an __m512 is sixteen f32 lanes in order.
-            let v: [f32; 2 * ROWS] = unsafe { std::mem::transmute(_mm512_add_ps(sum, acc_m[j])) };
-            out[0][j].copy_from_slice(&v[..ROWS]);
-            out[1][j].copy_from_slice(&v[ROWS..]);
-        }
-        out
+            _mm512_add_ps(sum, acc_m[j])
+        }))
     }
 }
 

@@ -255,6 +255,7 @@ mod x86 {
 mod x86_pair {
     use std::arch::x86_64::*;
 
+    use super::super::interleaved::pair::{block, both16, both32, split};
     use super::{Q8KBlock, D, DMIN, MN, QS, ROWS, SC, TILE_BYTES};
 
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
@@ -277,23 +278,9 @@ mod x86_pair {
         for b in 0..blocks {
             // SAFETY: b < blocks; every offset below stays inside the two tiles.
             unsafe {
-                let (s, u) = (
-                    first.as_ptr().add(b * TILE_BYTES),
-                    second.as_ptr().add(b * TILE_BYTES),
-                );
-                crate::prefetch::ahead(s, TILE_BYTES);
-                crate::prefetch::ahead(u, TILE_BYTES);
-                // 32, 16 and 8 bytes at `at` of each tile, side by side.
-                let both32 = |at: usize| {
-                    let lo = _mm256_loadu_si256(s.add(at) as *const __m256i);
-                    let hi = _mm256_loadu_si256(u.add(at) as *const __m256i);
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-                };
-                let both16 = |at: usize| {
-                    let lo = _mm_loadu_si128(s.add(at) as *const __m128i);
-                    let hi = _mm_loadu_si128(u.add(at) as *const __m128i);
-                    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-                };
+                let (s, u) = block(first, second, b, TILE_BYTES);
+                let both32 = |at: usize| both32(s, u, at);
+                let both16 = |at: usize| both16(s, u, at);
                 let both8 = |at: usize| {
                     _mm_unpacklo_epi64(
                         _mm_loadl_epi64(s.add(at) as *const __m128i),
@@ -350,15 +337,7 @@ mod x86_pair {
                 }
             }
         }
-        let mut out = [[[0f32; ROWS]; A]; 2];
-        for j in 0..A {
-            // SAFETY: an __m512 is sixteen f32 lanes in order.
-            let v: [f32; 2 * ROWS] =
-                unsafe { std::mem::transmute(_mm512_add_ps(acc[j], acc_m[j])) };
-            out[0][j].copy_from_slice(&v[..ROWS]);
-            out[1][j].copy_from_slice(&v[ROWS..]);
-        }
-        out
+        split(std::array::from_fn(|j| _mm512_add_ps(acc[j], acc_m[j])))
     }
 }
 

@@ -283,6 +283,7 @@ mod x86 {
 mod x86_pair {
     use std::arch::x86_64::*;
 
+    use super::super::interleaved::pair::{block, both16, both32, split};
     use super::{run, Q8KBlock, D, ROWS, SC, TILE_BYTES};
 
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
@@ -305,21 +306,10 @@ mod x86_pair {
         for b in 0..blocks {
             // SAFETY: b < blocks; every offset below stays inside the two tiles.
             unsafe {
-                let (s, u) = (
-                    first.as_ptr().add(b * TILE_BYTES),
-                    second.as_ptr().add(b * TILE_BYTES),
-                );
-                crate::prefetch::ahead(s, TILE_BYTES);
-                crate::prefetch::ahead(u, TILE_BYTES);
-                let both32 = |at: usize| {
-                    let lo = _mm256_loadu_si256(s.add(at) as *const __m256i);
-                    let hi = _mm256_loadu_si256(u.add(at) as *const __m256i);
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-                };
+                let (s, u) = block(first, second, b, TILE_BYTES);
+                let both32 = |at: usize| both32(s, u, at);
+                let both16 = |at: usize| both16(s, u, at);
                 let one16 = |t: *const u8, at: usize| _mm_loadu_si128(t.add(at) as *const __m128i);
-                let both16 = |at: usize| {
-                    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(one16(s, at)), one16(u, at))
-                };
                 let dw = _mm512_cvtph_ps(both16(D));
                 let mut q8 = [std::ptr::null::<i8>(); A];
                 for j in 0..A {
@@ -400,14 +390,7 @@ mod x86_pair {
                 }
             }
         }
-        let mut out = [[[0f32; ROWS]; A]; 2];
-        for j in 0..A {
-            // SAFETY: an __m512 is sixteen f32 lanes in order.
-            let v: [f32; 2 * ROWS] = unsafe { std::mem::transmute(acc[j]) };
-            out[0][j].copy_from_slice(&v[..ROWS]);
-            out[1][j].copy_from_slice(&v[ROWS..]);
-        }
-        out
+        split(acc)
     }
 }
 
