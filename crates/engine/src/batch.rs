@@ -62,7 +62,7 @@ pub fn generate_batch_with_prefix(
             problem: format!("{} observers for {n} prompts", observers.len()),
         });
     }
-    let opts_of = |i: usize| &opts[if opts.len() == 1 { 0 } else { i }];
+    let opts_of = |i: usize| options_for(opts, i);
     for (i, prompt) in prompts.iter().enumerate() {
         let o = opts_of(i);
         validate_request(prompt, o, prompt.len() + o.max_new_tokens)?;
@@ -120,4 +120,9 @@ fn caches_of<'c>(caches: &'c mut [KvCache], indices: &[usize]) -> Vec<&'c mut Kv
             _ => None,
         })
         .collect()
+}
+
+/// Sequence `i`'s options: `opts` holds one per sequence, or one for all.
+pub(crate) fn options_for(opts: &[GenerateOptions], i: usize) -> &GenerateOptions {
+    &opts[if opts.len() == 1 { 0 } else { i }]
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::generate_batch_with_prefix;
+use crate::batch::{generate_batch_with_prefix, options_for};
 use crate::device::{select_device, DeviceChoice};
 use crate::error::Result;
 use crate::generate::{generate_reusing, GenerateOptions, Generation, Reuse, StepObserver};
@@ -196,10 +196,7 @@ impl Engine {
         )?;
         // The corpus learns every output whose options leave drafting on.
         for (i, (prompt, generation)) in prompts.iter().zip(&generations).enumerate() {
-            if opts[if opts.len() == 1 { 0 } else { i }]
-                .prompt_lookup
-                .is_some()
-            {
+            if options_for(opts, i).prompt_lookup.is_some() {
                 let mut sequence = prompt.clone();
                 sequence.extend_from_slice(&generation.tokens);
                 self.corpus.learn(&sequence, prompt.len());

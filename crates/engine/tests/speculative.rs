@@ -88,22 +88,8 @@ fn speculative_greedy_equals_plain_greedy_on_the_tiny_model() {
     if skip_off_cpu() {
         return;
     }
-    let engine = Engine::load(
-        &common::fixtures().join("tiny-llama"),
-        &common::load_options(),
-    )
-    .unwrap();
-    let vocab = engine.model().config().vocab_size as u32;
-    // Repetitive prompts (so drafts exist) of different lengths, and a few random ones.
-    let mut prompts: Vec<Vec<u32>> = (0..12u32)
-        .map(|i| {
-            let period = 2 + i % 5;
-            (0..8 + 3 * i)
-                .map(|j| (i * 37 + (j % period) * 11 + 3) % vocab)
-                .collect()
-        })
-        .collect();
-    prompts.extend((0..4u32).map(|i| (0..5 + i).map(|j| (i * 131 + j * 17 + 5) % vocab).collect()));
+    let engine = tiny_engine();
+    let prompts = tiny_prompts(engine.model().config().vocab_size as u32);
     let aggressive = PromptLookup {
         max_draft: PromptLookup::MAX_DRAFT,
         max_ngram: 3,
@@ -161,7 +147,16 @@ fn speculative_greedy_equals_plain_greedy_on_smollm2_guard_prompts() {
     let _ = passes;
 }
 
-/// The tiny model's repetitive and random prompts (drafts exist for the first kind).
+fn tiny_engine() -> Engine {
+    Engine::load(
+        &common::fixtures().join("tiny-llama"),
+        &common::load_options(),
+    )
+    .unwrap()
+}
+
+/// The tiny model's repetitive prompts (so drafts exist) of different lengths, and a few
+/// random ones.
 fn tiny_prompts(vocab: u32) -> Vec<Vec<u32>> {
     let mut prompts: Vec<Vec<u32>> = (0..12u32)
         .map(|i| {
@@ -180,11 +175,7 @@ fn drafts_from_a_corpus_of_earlier_outputs_leave_greedy_output_unchanged() {
     if skip_off_cpu() {
         return;
     }
-    let mut engine = Engine::load(
-        &common::fixtures().join("tiny-llama"),
-        &common::load_options(),
-    )
-    .unwrap();
+    let mut engine = tiny_engine();
     let vocab = engine.model().config().vocab_size as u32;
     let prompts = tiny_prompts(vocab);
     let plain = GenerateOptions {
@@ -256,11 +247,7 @@ fn outputs_taught_as_text_seed_the_corpus_and_leave_output_unchanged() {
     if skip_off_cpu() {
         return;
     }
-    let engine = Engine::load(
-        &common::fixtures().join("tiny-llama"),
-        &common::load_options(),
-    )
-    .unwrap();
+    let engine = tiny_engine();
     let prompts = tiny_prompts(engine.model().config().vocab_size as u32);
     let plain = GenerateOptions {
         max_new_tokens: 40,
@@ -299,11 +286,7 @@ fn outputs_taught_as_text_seed_the_corpus_and_leave_output_unchanged() {
 
 #[test]
 fn sampling_ignores_prompt_lookup() {
-    let engine = Engine::load(
-        &common::fixtures().join("tiny-llama"),
-        &common::load_options(),
-    )
-    .unwrap();
+    let engine = tiny_engine();
     let prompt: Vec<u32> = (0..20).map(|j| (j % 3) * 7 + 1).collect();
     let sampled = |lookup| GenerateOptions {
         max_new_tokens: 32,

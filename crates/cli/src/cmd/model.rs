@@ -138,7 +138,7 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
         return Ok(Box::new(RemoteBackend::new(config)));
     }
     let device = parse_device(&args.device)?;
-    let corpus = read_draft_corpus(&args.draft_corpus)?;
+    let (corpus, corpus_files) = read_draft_corpus(&args.draft_corpus)?;
     let spec = ModelSpec::parse(&args.model)?;
     let style = ProgressStyle::with_template(
         "{msg:40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
@@ -169,8 +169,8 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
             ..LoadOptions::default()
         },
     )?;
-    if !corpus.0.is_empty() {
-        learn_draft_corpus(&engine, &corpus.0, corpus.1)?;
+    if !corpus.is_empty() {
+        learn_draft_corpus(&engine, &corpus, corpus_files)?;
     }
     Ok(Box::new(LocalBackend::new(engine)?))
 }
@@ -178,7 +178,7 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
 /// The outputs (`predict`) of the prediction files at `paths`, with the number of files. A path
 /// that is missing, a directory without prediction files or a malformed line is an error
 /// naming it.
-pub fn read_draft_corpus(paths: &[PathBuf]) -> anyhow::Result<(Vec<String>, usize)> {
+fn read_draft_corpus(paths: &[PathBuf]) -> anyhow::Result<(Vec<String>, usize)> {
     let mut files = Vec::new();
     for path in paths {
         let found = prediction_files(path)?;

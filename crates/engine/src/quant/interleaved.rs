@@ -334,8 +334,8 @@ pub(crate) mod pair {
     }
 }
 
-/// `out[r * n + a]` for the 16 rows of two groups and every activation row, 4 activation rows
-/// per pass over the tiles.
+/// `out[r * n + a]` for the 16 rows of two groups and every activation row, up to
+/// [`RowTiles::AVX512_ACTS`] activation rows per pass over the tiles.
 ///
 /// # Safety
 /// [`RowTiles::PAIRS`] and [`pairs_available`] hold.
@@ -347,30 +347,20 @@ unsafe fn pair_products<T: RowTiles>(
     out: &mut [f32],
 ) {
     let n = acts.len();
-    for (a0, some) in acts
-        .chunks(T::AVX512_ACTS.min(4))
-        .enumerate()
-        .map(|(i, p)| (T::AVX512_ACTS.min(4) * i, p))
-    {
+    let step = T::AVX512_ACTS.min(4);
+    for (a0, some) in acts.chunks(step).enumerate().map(|(i, p)| (step * i, p)) {
         let mut lanes = [[[0f32; ROWS]; 4]; 2];
+        fn put<const K: usize>(lanes: &mut [[[f32; ROWS]; 4]; 2], got: [[[f32; ROWS]; K]; 2]) {
+            for (lanes, got) in lanes.iter_mut().zip(got) {
+                lanes[..K].copy_from_slice(&got);
+            }
+        }
         // SAFETY: the caller's guarantee; `some` has 1 to 4 rows.
         unsafe {
             match some {
-                [a] => {
-                    let r = T::rows_pair::<1>(first, second, [a]);
-                    lanes[0][0] = r[0][0];
-                    lanes[1][0] = r[1][0];
-                }
-                [a, b] => {
-                    let r = T::rows_pair::<2>(first, second, [a, b]);
-                    lanes[0][..2].copy_from_slice(&r[0]);
-                    lanes[1][..2].copy_from_slice(&r[1]);
-                }
-                [a, b, c] => {
-                    let r = T::rows_pair::<3>(first, second, [a, b, c]);
-                    lanes[0][..3].copy_from_slice(&r[0]);
-                    lanes[1][..3].copy_from_slice(&r[1]);
-                }
+                [a] => put(&mut lanes, T::rows_pair::<1>(first, second, [a])),
+                [a, b] => put(&mut lanes, T::rows_pair::<2>(first, second, [a, b])),
+                [a, b, c] => put(&mut lanes, T::rows_pair::<3>(first, second, [a, b, c])),
                 [a, b, c, d] => lanes = T::rows_pair::<4>(first, second, [a, b, c, d]),
                 _ => unreachable!(),
             }
