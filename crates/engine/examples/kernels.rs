@@ -2,7 +2,8 @@
 //! `(ROWS, COLS)` matrix of each format, for 1 to 16 activation rows.
 //!
 //! `cargo run --release -p guardreasoner-engine --example kernels -- [ROWS=8192] [COLS=2048]
-//!  [REPS=20]`; threads: `RAYON_NUM_THREADS` (or `CANDLE_NUM_THREADS`). Prints the median ms per product and the weight
+//!  [REPS=20]` (`PASSES=1,16,512`: the activation rows per product;
+//! `FORMATS=Q4K,Q6K`: only those); threads: `RAYON_NUM_THREADS` (or `CANDLE_NUM_THREADS`). Prints the median ms per product and the weight
 //! bytes read per second.
 
 use std::time::Instant;
@@ -18,6 +19,15 @@ fn main() {
     let rows = args.first().copied().unwrap_or(8192);
     let cols = args.get(1).copied().unwrap_or(2048);
     let reps = args.get(2).copied().unwrap_or(20);
+    // Activation rows per product: `PASSES=1,16,512` (default 1 to 16); more than 16 rows is
+    // a prefill pass (AMX for Q4_K where the CPU has it).
+    let passes: Vec<usize> = std::env::var("PASSES")
+        .map(|s| {
+            s.split(',')
+                .map(|v| v.parse().expect("PASSES: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![1, 2, 4, 8, 16]);
     let mut seed = 0x2545_f491_u32;
     let mut next = move || {
         seed ^= seed << 13;
@@ -31,6 +41,11 @@ fn main() {
         (GgmlDType::Q4K, 256, 144),
         (GgmlDType::Q6K, 256, 210),
     ] {
+        if let Ok(only) = std::env::var("FORMATS") {
+            if !only.split(',').any(|f| f == format!("{dtype:?}")) {
+                continue;
+            }
+        }
         // Random bytes with small positive f16 scales where each format keeps them.
         let mut data: Vec<u8> = (0..rows * cols / block * bytes)
             .map(|_| next() as u8)
@@ -49,7 +64,7 @@ fn main() {
         }
         let size = data.len();
         let m = pack(dtype, data, rows, cols).unwrap().unwrap();
-        for n in [1, 2, 4, 8, 16] {
+        for &n in &passes {
             let x: Vec<f32> = (0..n * cols)
                 .map(|_| next() as f32 / u32::MAX as f32 - 0.5)
                 .collect();
@@ -63,9 +78,10 @@ fn main() {
             times.sort_by(f64::total_cmp);
             let ms = times[reps / 2];
             println!(
-                "{:>5} ({rows} x {cols}) n={n:>2}: {ms:7.3} ms, {:6.1} GB/s of weights",
+                "{:>5} ({rows} x {cols}) n={n:>2}: {ms:7.3} ms, {:6.1} GB/s of weights, {:6.1} GMAC/s",
                 m.format(),
-                size as f64 / ms / 1e6
+                size as f64 / ms / 1e6,
+                (rows * cols * n) as f64 / ms / 1e6
             );
         }
     }

@@ -97,6 +97,7 @@ impl Linear {
             let bytes = quant::Bytes::of(weight.clone())?;
             if let Some(matrix) = quant::pack(weight.dtype(), bytes, out_features, in_features)? {
                 let gemm = (weight.dtype() != GgmlDType::Q4_1
+                    && !matrix.computes_long_passes()
                     && candle_repacks(out_features, in_features))
                 .then(|| QMatMul::from_arc(weight.clone()))
                 .transpose()?;

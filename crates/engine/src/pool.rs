@@ -55,12 +55,21 @@ pub fn transpose(src: Vec<f32>, rows: usize, n: usize) -> Vec<f32> {
     out
 }
 
-/// A pointer the pool's threads may share (each writes its own disjoint chunk).
-struct SendPtr<T>(*mut T);
-// SAFETY: only used by `for_each_chunk_mut`, whose chunks are disjoint and outlive the call.
+/// `f(range)` for ranges of `0..count` that together cover it once, spread over the pool's
+/// threads (a thread may get several).
+pub(crate) fn for_each_range(count: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    candle_core::utils::barrier_pool().execute_chunked(count, f);
+}
+
+/// A pointer the pool's threads may share, each writing its own disjoint elements.
+pub(crate) struct SendPtr<T>(*mut T);
+// SAFETY: users write disjoint elements of memory that outlives the parallel call.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 impl<T> SendPtr<T> {
-    fn get(&self) -> *mut T {
+    pub(crate) fn new(p: *mut T) -> Self {
+        SendPtr(p)
+    }
+    pub(crate) fn get(&self) -> *mut T {
         self.0
     }
 }

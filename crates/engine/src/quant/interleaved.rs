@@ -84,6 +84,21 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// Only called when [`simd_available`] is true.
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Act<Self>]; A]) -> [[f32; ROWS]; A];
+    /// Whether [`Self::long_products`] runs on this CPU for a matrix of `rows` rows.
+    fn has_long_products(rows: usize) -> bool {
+        let _ = rows;
+        false
+    }
+    /// `x (n, cols)` times `matrix` transposed, `(n, rows)`, for passes of more than
+    /// [`crate::rowwise::MAX_ROWS`] rows (prompt prefill), bit for bit what [`Self::rows`]
+    /// gives. Only called when [`Self::has_long_products`].
+    fn long_products(matrix: &Interleaved<Self>, x: &[f32], n: usize) -> Vec<f32>
+    where
+        Self: Sized,
+    {
+        let _ = (matrix, x, n);
+        unreachable!("{} has no long-pass kernel", Self::Plain::NAME)
+    }
     /// Whether the format has [`Self::rows_pair`].
     const PAIRS: bool = false;
     /// Two groups at once on 512-bit vectors (`first`'s rows in lanes 0-7, `second`'s in 8-15)
@@ -190,6 +205,10 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
         (self.rows, self.cols)
     }
 
+    fn computes_long_passes(&self) -> bool {
+        T::has_long_products(self.rows)
+    }
+
     fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         for (b, out) in out.chunks_exact_mut(T::Plain::BLOCK).enumerate() {
             T::Plain::dequantize_block(&self.plain_block(r, b), out);
@@ -198,6 +217,9 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
 
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activations are not (n, cols)");
+        if n > crate::rowwise::MAX_ROWS && T::has_long_products(self.rows) {
+            return T::long_products(self, x, n);
+        }
         let acts = super::quantize_rows(x, self.cols, T::Plain::quantize);
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n]; // (rows, n)

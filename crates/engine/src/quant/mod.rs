@@ -29,12 +29,17 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use crate::error::{EngineError, Result};
 use crate::rowwise::simd_available;
 
+pub(crate) mod amx;
 pub mod interleaved;
 pub mod q4_1;
 pub mod q4_1_x8;
 pub mod q4_k;
+#[cfg(target_arch = "x86_64")]
+mod q4_k_amx;
 pub mod q4_k_x8;
 pub mod q6_k;
+#[cfg(target_arch = "x86_64")]
+mod q6_k_amx;
 pub mod q6_k_x8;
 pub mod q8_0;
 pub mod q8_0_x8;
@@ -144,6 +149,12 @@ pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
     fn dequantize_row(&self, r: usize, out: &mut [f32]);
     /// `x (n, cols)` row-major times this matrix transposed -> `(n, rows)` row-major.
     fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32>;
+    /// Whether [`Self::matmul_t`] computes passes of more than [`crate::rowwise::MAX_ROWS`]
+    /// rows (prompt prefill) with kernels of ours that beat candle's GEMM (Q4_K on AMX);
+    /// otherwise [`crate::Linear`] gives those passes to candle where it can.
+    fn computes_long_passes(&self) -> bool {
+        false
+    }
 }
 
 /// The formats with our own kernels, as a packed matrix; `None` for any other type.

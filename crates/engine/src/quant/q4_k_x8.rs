@@ -15,14 +15,14 @@ use half::f16;
 
 #[cfg(target_arch = "x86_64")]
 use super::interleaved::Isa;
-use super::interleaved::{RowTiles, ROWS};
+use super::interleaved::{Interleaved, RowTiles, ROWS};
 use super::q4_k::{scales_mins, Q4K};
 use super::q8_k::Q8KBlock;
-const D: usize = 0; // f16 [8]
-const DMIN: usize = 16; // f16 [8]
-const SC: usize = 32; // u8 [sub 8][row 8]
-const MN: usize = 96; // u8 [pair 4][row 8][2]
-const QS: usize = 160; // u8 [chunk 4][group 8][row 8][4]
+pub(super) const D: usize = 0; // f16 [8]
+pub(super) const DMIN: usize = 16; // f16 [8]
+pub(super) const SC: usize = 32; // u8 [sub 8][row 8]
+pub(super) const MN: usize = 96; // u8 [pair 4][row 8][2]
+pub(super) const QS: usize = 160; // u8 [chunk 4][group 8][row 8][4]
 /// Bytes of one tile: one block of 256 weights of each of 8 rows.
 pub const TILE_BYTES: usize = 1184;
 
@@ -98,6 +98,16 @@ impl RowTiles for Q4KTiles {
             acc_m = (-y.d * dminw).mul_add(summ as f32, acc_m);
         }
         acc + acc_m
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn has_long_products(rows: usize) -> bool {
+        super::amx::runs(rows)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn long_products(matrix: &Interleaved<Self>, x: &[f32], n: usize) -> Vec<f32> {
+        super::amx::matmul_t(matrix, x, n)
     }
 
     const PAIRS: bool = true;

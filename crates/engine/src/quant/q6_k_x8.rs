@@ -20,8 +20,8 @@ use super::interleaved::Isa;
 use super::interleaved::{RowTiles, ROWS};
 use super::q6_k::{value, Q6K};
 use super::q8_k::Q8KBlock;
-const D: usize = 0; // f16 [8]
-const SC: usize = 16; // i8 [pair 8][row 8][2]
+pub(super) const D: usize = 0; // f16 [8]
+pub(super) const SC: usize = 16; // i8 [pair 8][row 8][2]
 const Q: usize = 144; // u8 [half 2][group 8][ql s = 0, ql s = 1, qh][row 8][4]
 /// Bytes of one tile: exactly eight Q6_K blocks.
 pub const TILE_BYTES: usize = 1680;
@@ -36,7 +36,7 @@ fn qh_at(h: usize, g: usize, j: usize) -> usize {
 
 /// Tile offset of the 32-byte run `part` (0, 1: `ql` with `s` = part; 2: `qh`) of group `g` of
 /// half `h`.
-const fn run(h: usize, g: usize, part: usize) -> usize {
+pub(super) const fn run(h: usize, g: usize, part: usize) -> usize {
     Q + ((h * 8 + g) * 3 + part) * 32
 }
 
@@ -107,6 +107,20 @@ impl RowTiles for Q6KTiles {
             acc = d.mul_add((sumi - 32 * summ) as f32, acc);
         }
         acc
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn has_long_products(rows: usize) -> bool {
+        super::amx::runs(rows)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn long_products(
+        matrix: &super::interleaved::Interleaved<Self>,
+        x: &[f32],
+        n: usize,
+    ) -> Vec<f32> {
+        super::amx::matmul_t(matrix, x, n)
     }
 
     const PAIRS: bool = true;
