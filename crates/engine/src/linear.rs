@@ -11,9 +11,10 @@
 //! On the CPU, the formats with kernels of our own ([`crate::quant`]: Q4_1, Q8_0, Q4_K, Q6_K)
 //! are `Packed`: passes of up to [`rowwise::MAX_ROWS`] rows (decode steps, batched decode,
 //! speculative verification) use our kernels, with llama.cpp's arithmetic and one weight read
-//! for all the rows; longer passes (prompt prefill) use candle's GEMM on the same bytes where
-//! candle has its AVX-512 VNNI / AVX-VNNI kernels, which are faster there. Other GGML types use
-//! candle's `QMatMul`.
+//! for all the rows. Longer passes (prompt prefill) of Q4_K and Q6_K use our AMX kernels where
+//! the CPU has AMX ([`crate::quant::amx`]: the decode kernels' bits, 2-3x their speed there);
+//! otherwise, and for Q8_0, candle's GEMM on the same bytes where candle has its AVX-512 VNNI /
+//! AVX-VNNI kernels, which beat ours there. Other GGML types use candle's `QMatMul`.
 
 use std::sync::Arc;
 
@@ -63,7 +64,8 @@ pub enum Linear {
     /// Dense weight `(out, in)`: f32, or bf16/f16 on the CPU (widened exactly when used).
     Dense(Tensor),
     /// Q4_1, Q8_0, Q4_K or Q6_K on the CPU, computed by [`crate::quant`]'s kernels, and by
-    /// candle's `gemm` (same bytes) for passes of more than [`rowwise::MAX_ROWS`] rows.
+    /// candle's `gemm` (same bytes) for passes of more than [`rowwise::MAX_ROWS`] rows where
+    /// the matrix does not compute those itself (`PackedMatrix::computes_long_passes`).
     Packed {
         matrix: Arc<dyn PackedMatrix>,
         gemm: Option<QMatMul>,

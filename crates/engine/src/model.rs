@@ -23,7 +23,6 @@ use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeLayout, RotaryEmbedding};
-use crate::rowwise;
 
 /// RMSNorm weight `(hidden)` and epsilon.
 #[derive(Debug, Clone)]
@@ -236,7 +235,11 @@ impl Llama {
         let ids = Tensor::new(tokens, &self.device)?; // (seq)
         let mut x = self.embed_tokens.embed(&ids)?; // (seq, hidden)
         let (cos, sin) = self.rotary.cos_sin(start_pos, seq_len, &self.device)?; // (seq, head_dim/2)
-        let mask = causal_mask(seq_len, start_pos, &self.device)?; // (seq, start_pos + seq) or None
+                                                                                 // The CPU attends with the fused causal kernel, which needs no mask.
+        let mask = match self.device.is_cpu() {
+            true => None,
+            false => causal_mask(seq_len, start_pos, &self.device)?, // (seq, start_pos + seq)
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?;
             let attn = self.attention(layer, i, &h, &cos, &sin, mask.as_ref(), cache, start_pos)?;
@@ -302,7 +305,13 @@ impl Llama {
         let fused = self.fused_attention(layer_idx, &q, &[seq_len], &[&*cache], &[start_pos])?;
         match fused {
             Some(out) => Ok(out),
-            None => self.matmul_attention(&q, &k_all, &v_all, mask),
+            None => {
+                let made = match mask {
+                    None => causal_mask(seq_len, start_pos, &self.device)?,
+                    Some(_) => None,
+                };
+                self.matmul_attention(&q, &k_all, &v_all, mask.or(made.as_ref()))
+            }
         }
     }
 
@@ -320,13 +329,13 @@ impl Llama {
         1.0 / (self.config.head_dim as f64).sqrt()
     }
 
-    /// The fused CPU kernel ([`crate::attention`]) for a few rows of one or more sequences
-    /// (decode, batched decode, speculative verification): `q` holds the rotated queries of
+    /// The fused CPU kernel ([`crate::attention`]) for the rows of one or more sequences
+    /// (prefill, decode, batched decode, speculative verification): `q` holds the rotated queries of
     /// every sequence in turn, `(n_heads, seq_lens[b], hd)` for sequence `b` at `positions[b]`
     /// (a `(1, n_heads, seq, hd)` tensor for one sequence, `(batch, n_heads, 1, hd)` for a
     /// decode step of several), whose keys and values `caches[b]` already holds. Returns
     /// `(sum of seq_lens, n_heads * hd)`, or `None` when the kernel does not apply (another
-    /// device, or a prefill-sized pass).
+    /// device).
     fn fused_attention(
         &self,
         layer_idx: usize,
@@ -336,7 +345,7 @@ impl Llama {
         positions: &[usize],
     ) -> Result<Option<Tensor>> {
         let c = &self.config;
-        if !self.device.is_cpu() || seq_lens.iter().any(|&n| n > rowwise::MAX_ROWS) {
+        if !self.device.is_cpu() {
             return Ok(None);
         }
         let Some(layers) = caches
@@ -378,7 +387,7 @@ impl Llama {
         )?))
     }
 
-    /// Attention of one sequence with candle's matrix products (prefill chunks, other devices):
+    /// Attention of one sequence with candle's matrix products (devices other than the CPU):
     /// rotated queries `q (1, n_heads, seq, hd)`, keys and values `(n_kv, total, hd)`, `mask`
     /// `(seq, total)` or none -> `(seq, n_heads * hd)`.
     fn matmul_attention(

@@ -359,3 +359,38 @@ fn quantize_errors_name_the_file() {
     assert!(!msg.contains('\n'));
     assert!(!out.exists() && !src.path().join("out.gguf.partial").exists());
 }
+
+/// Logits of every position of `ids`, fed one token at a time.
+fn decoded_logits(engine: &Engine, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = engine.model().new_cache(ids.len()).unwrap();
+    (0..ids.len())
+        .map(|i| {
+            let out = engine.model().forward(&ids[i..=i], &mut cache, i).unwrap();
+            out.to_vec2::<f32>().unwrap().remove(0)
+        })
+        .collect()
+}
+
+#[test]
+fn prefill_gives_every_position_the_logits_of_decoding_it() {
+    // A prompt pass longer than 16 rows takes the prefill paths (our AMX kernels for Q4_K and
+    // Q6_K where the CPU has AMX, the fused causal attention on the CPU); fed one token at a
+    // time, the same positions take the decode kernels. With AMX both are the same arithmetic.
+    let src = tempfile::tempdir().unwrap();
+    write_wide_model(src.path());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = quantize(src.path(), tmp.path(), QuantType::Q4KM);
+    let engine = load(&path);
+    let ids: Vec<u32> = golden_ids().into_iter().cycle().take(40).collect();
+    let (prefilled, decoded) = (logits(&engine, &ids), decoded_logits(&engine, &ids));
+    if guardreasoner_engine::quant::amx_prefill() && common::on_cpu() {
+        for (i, (p, d)) in prefilled.iter().zip(&decoded).enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(p), bits(d), "position {i}");
+        }
+    } else {
+        eprintln!("no AMX: prefill and decode differ by float rounding only");
+        let diff = max_abs_diff(&prefilled, &decoded);
+        assert!(diff < 1e-2, "prefill and decode logits differ by {diff}");
+    }
+}

@@ -157,6 +157,13 @@ pub trait PackedMatrix: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Whether this CPU computes long passes (prompt prefill) of Q4_K and Q6_K with our AMX kernels
+/// ([`amx`]), which give every row the bits of the decode kernels; otherwise candle's GEMM
+/// computes them (close, not the same bits).
+pub fn amx_prefill() -> bool {
+    amx::available()
+}
+
 /// The formats with our own kernels, as a packed matrix; `None` for any other type.
 pub fn pack(
     dtype: GgmlDType,
