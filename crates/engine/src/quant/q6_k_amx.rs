@@ -20,6 +20,7 @@ use std::arch::x86_64::*;
 use super::amx::{Accumulators, AmxFormat, PackedActs, MTILE, N};
 use super::interleaved::pair::{block, both16, both32};
 use super::interleaved::ROWS;
+use super::q6_k_x8::x86_pair::values;
 use super::q6_k_x8::{run, Q6KTiles, D, SC, TILE_BYTES};
 use super::q8_k::QK_K;
 
@@ -77,11 +78,6 @@ unsafe fn prepare(first: &[u8], second: &[u8], b: usize, p: &mut Prep) {
     unsafe {
         // Both tiles, with the weights a fixed distance on asked for (`crate::prefetch`).
         let (s, u) = block(first, second, b, TILE_BYTES);
-        let (m4, m2, m30) = (
-            _mm512_set1_epi8(0x0F),
-            _mm512_set1_epi8(3),
-            _mm512_set1_epi8(0x30),
-        );
         // Per sub-block, its three digits for each column, as [d, d] i16 pairs in 32-bit lanes.
         let digits: [[__m512i; 3]; 16] = std::array::from_fn(|sub| {
             let at = |col: usize| {
@@ -113,24 +109,7 @@ unsafe fn prepare(first: &[u8], second: &[u8], b: usize, p: &mut Prep) {
                     both32(s, u, run(h, g, 2)),
                 );
                 // The 6-bit values of positions 128h + 32c + 4g.. (see `q6_k_x8`).
-                let q = [
-                    _mm512_or_si512(
-                        _mm512_and_si512(wl0, m4),
-                        _mm512_slli_epi16::<4>(_mm512_and_si512(wh, m2)),
-                    ),
-                    _mm512_or_si512(
-                        _mm512_and_si512(wl1, m4),
-                        _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<2>(wh), m2)),
-                    ),
-                    _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(wl0), m4),
-                        _mm512_and_si512(wh, m30),
-                    ),
-                    _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(wl1), m4),
-                        _mm512_and_si512(_mm512_srli_epi16::<2>(wh), m30),
-                    ),
-                ];
+                let q = values(wl0, wl1, wh);
                 for (c, &q) in q.iter().enumerate() {
                     let w = _mm512_sub_epi8(q, thirty_two);
                     // Signed bytes as i16: even bytes, odd bytes.

@@ -294,11 +294,41 @@ mod x86 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86_pair {
+pub(super) mod x86_pair {
     use std::arch::x86_64::*;
 
     use super::super::interleaved::pair::{block, both16, both32, split};
     use super::{run, Q8KBlock, D, ROWS, SC, TILE_BYTES};
+
+    /// The 6-bit values of a run's three 32-byte parts (`ql` with `s` = 0 and 1, `qh`) of two
+    /// groups: for `c` in 0..4, positions `128h + 32c + 4g..` of every row, one byte each.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(in super::super) fn values(wl0: __m512i, wl1: __m512i, wh: __m512i) -> [__m512i; 4] {
+        let (m4, m2, m30) = (
+            _mm512_set1_epi8(0x0F),
+            _mm512_set1_epi8(3),
+            _mm512_set1_epi8(0x30),
+        );
+        [
+            _mm512_or_si512(
+                _mm512_and_si512(wl0, m4),
+                _mm512_slli_epi16::<4>(_mm512_and_si512(wh, m2)),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(wl1, m4),
+                _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srli_epi16::<2>(wh), m2)),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(wl0), m4),
+                _mm512_and_si512(wh, m30),
+            ),
+            _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(wl1), m4),
+                _mm512_and_si512(_mm512_srli_epi16::<2>(wh), m30),
+            ),
+        ]
+    }
 
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
     /// each lane doing what a lane of `tile_avx512` does, so each row's result is bit for bit
@@ -311,9 +341,6 @@ mod x86_pair {
     ) -> [[[f32; ROWS]; A]; 2] {
         let blocks = first.len() / TILE_BYTES;
         assert!(second.len() == first.len() && a.iter().all(|r| r.len() == blocks));
-        let m4 = _mm512_set1_epi8(0x0F);
-        let m2 = _mm512_set1_epi8(3);
-        let m30 = _mm512_set1_epi8(0x30);
         let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
         let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
         let mut acc = [_mm512_setzero_ps(); A];
@@ -358,27 +385,7 @@ mod x86_pair {
                             let wl0 = both32(run(h, g, 0));
                             let wl1 = both32(run(h, g, 1));
                             let wh = both32(run(h, g, 2));
-                            let q = [
-                                _mm512_or_si512(
-                                    _mm512_and_si512(wl0, m4),
-                                    _mm512_slli_epi16::<4>(_mm512_and_si512(wh, m2)),
-                                ),
-                                _mm512_or_si512(
-                                    _mm512_and_si512(wl1, m4),
-                                    _mm512_slli_epi16::<4>(_mm512_and_si512(
-                                        _mm512_srli_epi16::<2>(wh),
-                                        m2,
-                                    )),
-                                ),
-                                _mm512_or_si512(
-                                    _mm512_and_si512(_mm512_srli_epi16::<4>(wl0), m4),
-                                    _mm512_and_si512(wh, m30),
-                                ),
-                                _mm512_or_si512(
-                                    _mm512_and_si512(_mm512_srli_epi16::<4>(wl1), m4),
-                                    _mm512_and_si512(_mm512_srli_epi16::<2>(wh), m30),
-                                ),
-                            ];
+                            let q = values(wl0, wl1, wh);
                             for (c, &qc) in q.iter().enumerate() {
                                 for j in 0..A {
                                     let p = q8[j].add(128 * h + 32 * c + 4 * g) as *const i32;
