@@ -1,14 +1,13 @@
-//! Fused causal attention of a few query rows over the preallocated KV cache, on the CPU.
+//! Fused causal attention of query rows over the preallocated KV cache, on the CPU.
 //!
-//! Used for every pass on the CPU: prompt prefill, decode steps (one row per sequence), batched
-//! decode, and the verification pass of speculative decoding (a handful of rows). Each output `(row, head)` is computed by one
-//! function call over the cache's own memory: scores `q·k_j * scale` for the positions the row
-//! may see (`0..=start_pos + row`), a softmax, and the weighted sum of the values, always in
-//! ascending position order. Nothing depends on how many rows are computed together or how the
+//! Used for every pass on the CPU: prompt prefill, decode steps (one row per sequence),
+//! batched decode, and the verification pass of speculative decoding (a handful of rows). Each
+//! output `(row, head)` is computed by one function call over the cache's own memory: scores
+//! `q·k_j * scale` for the positions the row may see (`0..=start_pos + row`), a softmax, and
+//! the weighted sum of the values, always in ascending position order. Nothing depends on how many rows are computed together or how the
 //! work is split between threads, so a row's result is the same bit for bit alone, in a batch,
 //! or inside a verification pass: the property that keeps speculative and batched greedy
 //! decoding identical to plain greedy decoding.
-//!
 //!
 //! A prompt's rows go through it too, so a prefilled position gets the same attention output as
 //! a decoded one, and only the causal half of the scores is computed: a 512-token prefill of the

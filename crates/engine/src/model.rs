@@ -235,9 +235,8 @@ impl Llama {
         let ids = Tensor::new(tokens, &self.device)?; // (seq)
         let mut x = self.embed_tokens.embed(&ids)?; // (seq, hidden)
         let (cos, sin) = self.rotary.cos_sin(start_pos, seq_len, &self.device)?; // (seq, head_dim/2)
-                                                                                 // The CPU attends with the fused causal kernel, which needs no mask.
         let mask = match self.device.is_cpu() {
-            true => None,
+            true => None, // the CPU's fused causal kernel needs no mask
             false => causal_mask(seq_len, start_pos, &self.device)?, // (seq, start_pos + seq)
         };
         for (i, layer) in self.layers.iter().enumerate() {

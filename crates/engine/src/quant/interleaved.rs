@@ -326,6 +326,21 @@ pub(crate) mod pair {
         }
     }
 
+    /// The 8 bytes at `at` of tile `s` (low half) and of tile `u` (high half).
+    ///
+    /// # Safety
+    /// Both hold 8 bytes at `at`; the CPU has SSE2.
+    #[inline]
+    pub(crate) unsafe fn both8(s: *const u8, u: *const u8, at: usize) -> __m128i {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            _mm_unpacklo_epi64(
+                _mm_loadl_epi64(s.add(at) as *const __m128i),
+                _mm_loadl_epi64(u.add(at) as *const __m128i),
+            )
+        }
+    }
+
     /// The 16 bytes at `at` of tile `s` (low half) and of tile `u` (high half).
     ///
     /// # Safety

@@ -27,7 +27,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::amx::{Accumulators, AmxFormat, PackedActs, MTILE, N};
-use super::interleaved::pair::{block, both16, both32};
+use super::interleaved::pair::{block, both16, both32, both8};
 use super::interleaved::ROWS;
 use super::q4_k_x8::{Q4KTiles, D, DMIN, MN, QS, SC, TILE_BYTES};
 use super::q8_k::QK_K;
@@ -51,14 +51,6 @@ pub(crate) struct Prep {
     dmin: [f32; N],
 }
 
-const EMPTY: Prep = Prep {
-    lo: [[0; 1024]; 4],
-    hi: [[0; 1024]; 4],
-    mins: [[0; 2 * N]; 4],
-    d: [0.0; N],
-    dmin: [0.0; N],
-};
-
 /// The integer sums of a block for two tiles of activation rows: `[lo, hi (first tile), lo,
 /// hi (second)][row][column]`.
 #[repr(C, align(64))]
@@ -67,7 +59,13 @@ struct Sums([[i32; MTILE * N]; 4]);
 /// The Q4_K kernel.
 impl AmxFormat for Q4KTiles {
     type Prep = Prep;
-    const EMPTY: Prep = EMPTY;
+    const EMPTY: Prep = Prep {
+        lo: [[0; 1024]; 4],
+        hi: [[0; 1024]; 4],
+        mins: [[0; 2 * N]; 4],
+        d: [0.0; N],
+        dmin: [0.0; N],
+    };
     const SHAPES: [(u8, u16); 8] = SHAPES;
     const MINS: bool = true;
 
@@ -98,12 +96,8 @@ unsafe fn prepare(first: &[u8], second: &[u8], b: usize, p: &mut Prep) {
         let (s, u) = block(first, second, b, TILE_BYTES);
         let m4 = _mm512_set1_epi8(0x0F);
         // Per sub-block, one 32-bit lane per column.
-        let scale: [__m512i; 8] = std::array::from_fn(|sub| {
-            _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(
-                _mm_loadl_epi64(s.add(SC + sub * ROWS) as *const __m128i),
-                _mm_loadl_epi64(u.add(SC + sub * ROWS) as *const __m128i),
-            ))
-        });
+        let scale: [__m512i; 8] =
+            std::array::from_fn(|sub| _mm512_cvtepu8_epi32(both8(s, u, SC + sub * ROWS)));
         let put = |to: &mut [u8; 1024], row: usize, v: __m512i| {
             _mm512_storeu_si512(to[row * 64..].as_mut_ptr() as *mut __m512i, v)
         };

@@ -265,7 +265,7 @@ mod x86 {
 mod x86_pair {
     use std::arch::x86_64::*;
 
-    use super::super::interleaved::pair::{block, both16, both32, split};
+    use super::super::interleaved::pair::{block, both16, both32, both8, split};
     use super::{Q8KBlock, D, DMIN, MN, QS, ROWS, SC, TILE_BYTES};
 
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
@@ -291,12 +291,7 @@ mod x86_pair {
                 let (s, u) = block(first, second, b, TILE_BYTES);
                 let both32 = |at: usize| both32(s, u, at);
                 let both16 = |at: usize| both16(s, u, at);
-                let both8 = |at: usize| {
-                    _mm_unpacklo_epi64(
-                        _mm_loadl_epi64(s.add(at) as *const __m128i),
-                        _mm_loadl_epi64(u.add(at) as *const __m128i),
-                    )
-                };
+                let both8 = |at: usize| both8(s, u, at);
                 let dw = _mm512_cvtph_ps(both16(D));
                 let dminw = _mm512_cvtph_ps(both16(DMIN));
                 let mut q8 = [std::ptr::null::<i8>(); A];

@@ -19,9 +19,8 @@ use std::arch::x86_64::*;
 
 use super::amx::{Accumulators, AmxFormat, PackedActs, MTILE, N};
 use super::interleaved::pair::{block, both16, both32};
-use super::interleaved::ROWS;
-use super::q6_k_x8::x86_pair::values;
-use super::q6_k_x8::{run, Q6KTiles, D, SC, TILE_BYTES};
+use super::q6_k_x8::x86_pair::{sub_scales, values};
+use super::q6_k_x8::{run, Q6KTiles, D, TILE_BYTES};
 use super::q8_k::QK_K;
 
 /// Every tile is 16 rows of 64 bytes: `tmm0`-`tmm2` the sums of the three digits (16 x 16
@@ -79,13 +78,7 @@ unsafe fn prepare(first: &[u8], second: &[u8], b: usize, p: &mut Prep) {
         // Both tiles, with the weights a fixed distance on asked for (`crate::prefetch`).
         let (s, u) = block(first, second, b, TILE_BYTES);
         // Per sub-block, its three digits for each column, as [d, d] i16 pairs in 32-bit lanes.
-        let digits: [[__m512i; 3]; 16] = std::array::from_fn(|sub| {
-            let at = |col: usize| {
-                let tile = if col < ROWS { s } else { u };
-                *tile.add(SC + ((sub / 2) * ROWS + col % ROWS) * 2 + sub % 2) as i8
-            };
-            let scale: [i8; N] = std::array::from_fn(at);
-            let scale = _mm512_cvtepi8_epi32(_mm_loadu_si128(scale.as_ptr() as *const __m128i));
+        let digits: [[__m512i; 3]; 16] = sub_scales(s, u).map(|scale| {
             let (three, seven) = (_mm512_set1_epi32(3), _mm512_set1_epi32(7));
             // d = ((x + 3) mod 8) - 3 in [-3, 4]; (x - d) / 8 is exact.
             let digit = |x: __m512i| {

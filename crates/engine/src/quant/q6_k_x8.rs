@@ -330,6 +330,34 @@ pub(super) mod x86_pair {
         ]
     }
 
+    /// The signed scale of each of the 16 sub-blocks for the 16 rows of two tiles `s` and `u`
+    /// (rows of `s` in lanes 0-7, of `u` in 8-15), one i32 lane per row.
+    ///
+    /// # Safety
+    /// `s` and `u` are tiles; the CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f,ssse3")]
+    pub(in super::super) unsafe fn sub_scales(s: *const u8, u: *const u8) -> [__m512i; 16] {
+        // Even and odd bytes of 16 (a pair of sub-blocks' scales, `[row][2]`).
+        let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+        let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
+        std::array::from_fn(|sub| {
+            // SAFETY: the scales are inside both tiles (the caller's guarantee).
+            let (rs, ru) = unsafe {
+                let at = SC + 16 * (sub / 2);
+                (
+                    _mm_loadu_si128(s.add(at) as *const __m128i),
+                    _mm_loadu_si128(u.add(at) as *const __m128i),
+                )
+            };
+            let m = if sub % 2 == 0 { even } else { odd };
+            _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(
+                _mm_shuffle_epi8(rs, m),
+                _mm_shuffle_epi8(ru, m),
+            ))
+        })
+    }
+
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
     /// each lane doing what a lane of `tile_avx512` does, so each row's result is bit for bit
     /// the same (see `q4_k_x8`'s two-group kernel for why).
@@ -341,8 +369,6 @@ pub(super) mod x86_pair {
     ) -> [[[f32; ROWS]; A]; 2] {
         let blocks = first.len() / TILE_BYTES;
         assert!(second.len() == first.len() && a.iter().all(|r| r.len() == blocks));
-        let even = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
-        let odd = _mm_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, -1, -1, -1, -1, -1, -1, -1, -1);
         let mut acc = [_mm512_setzero_ps(); A];
         for b in 0..blocks {
             // SAFETY: b < blocks; every offset below stays inside the two tiles.
@@ -350,7 +376,6 @@ pub(super) mod x86_pair {
                 let (s, u) = block(first, second, b, TILE_BYTES);
                 let both32 = |at: usize| both32(s, u, at);
                 let both16 = |at: usize| both16(s, u, at);
-                let one16 = |t: *const u8, at: usize| _mm_loadu_si128(t.add(at) as *const __m128i);
                 let dw = _mm512_cvtph_ps(both16(D));
                 let mut q8 = [std::ptr::null::<i8>(); A];
                 for j in 0..A {
@@ -358,17 +383,8 @@ pub(super) mod x86_pair {
                 }
                 let mut sumi = [_mm512_setzero_si512(); A];
                 let mut summ = [_mm512_setzero_si512(); A];
-                let mut scales = [_mm512_setzero_si512(); 16];
+                let scales = sub_scales(s, u);
                 for pair in 0..8 {
-                    let (rs, ru) = (one16(s, SC + 16 * pair), one16(u, SC + 16 * pair));
-                    let pick = |m: __m128i| {
-                        _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(
-                            _mm_shuffle_epi8(rs, m),
-                            _mm_shuffle_epi8(ru, m),
-                        ))
-                    };
-                    scales[2 * pair] = pick(even);
-                    scales[2 * pair + 1] = pick(odd);
                     let sc = _mm512_cvtepi8_epi16(both16(SC + 16 * pair));
                     for j in 0..A {
                         let y = a[j].get_unchecked(b);
