@@ -17,6 +17,21 @@
 //! 4-32 KiB were alike within the noise there, so 8 KiB stays. Every kernel that streams
 //! weights asks with [`ahead`] for the bytes it will read next, a fixed distance on.
 
+/// Whether decode-sized products read several runs of weights side by side (the default;
+/// `GUARDREASONER_STREAMS=0` reads one run per thread, for measuring what it gives).
+///
+/// One thread's sequential read is bound by the lines it has in flight more than by the
+/// memory: on the 2-core Xeon of docs/BENCHMARKS.md, `examples/membw` read 16-22 GB/s with one
+/// run per thread and 19-28 GB/s with four side by side (`STREAMS=4`), and a product of the
+/// 1B output matrix (`examples/kernels 131072 2048`, one activation row) went 14-18 ->
+/// 17-20 GB/s on Q4_K and 14-19 -> 24-26 on Q4_1. So the interleaved quantized kernels take
+/// four groups of rows a quarter of the matrix apart at once
+/// (`quant::interleaved::STREAM_PAIRS`), and the half-precision decode kernel four rows.
+pub(crate) fn side_by_side() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GUARDREASONER_STREAMS").as_deref() != Ok("0"))
+}
+
 /// How far ahead of the bytes being read the kernels ask for weights.
 pub(crate) const DISTANCE: usize = 8 * 1024;
 

@@ -99,26 +99,37 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
         let _ = (matrix, x, n);
         unreachable!("{} has no long-pass kernel", Self::Plain::NAME)
     }
-    /// Whether the format has [`Self::rows_pair`].
+    /// Whether the format has [`Self::rows_pairs`].
     const PAIRS: bool = false;
-    /// Two groups at once on 512-bit vectors (`first`'s rows in lanes 0-7, `second`'s in 8-15)
-    /// times `A` (1 to [`Self::AVX512_ACTS`]) activation rows: `[group][activation][row]`, bit
-    /// for bit what [`Self::rows`] gives for each group (every lane does the same arithmetic).
+    /// Most activation rows of a pass that reads the weights as [`STREAM_PAIRS`] pairs at once
+    /// (see there; formats with [`Self::PAIRS`] only).
+    const STREAM_ROWS: usize = 1;
+    /// Activation rows per call of those kernels (1 to 4), as registers allow.
+    const STREAM_STEP: usize = 1;
+    /// `P` pairs of groups, each pair on 512-bit vectors (the first group's rows in lanes 0-7,
+    /// the second's in 8-15), times `A` (1 to [`Self::AVX512_ACTS`]) activation rows:
+    /// `[pair][group][activation][row]`, bit for bit what [`Self::rows`] gives for each group
+    /// (every lane does the same arithmetic). The pairs advance block by block together, so
+    /// `2 P` runs of weights are read side by side ([`STREAM_PAIRS`]).
     ///
     /// # Safety
     /// Only called when [`Self::PAIRS`] and [`pairs_available`] are true.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_pair<const A: usize>(
-        first: &[u8],
-        second: &[u8],
+    unsafe fn rows_pairs<const A: usize, const P: usize>(
+        groups: [(&[u8], &[u8]); P],
         acts: [&[Act<Self>]; A],
-    ) -> [[[f32; ROWS]; A]; 2] {
-        let _ = (first, second, acts);
+    ) -> [[[[f32; ROWS]; A]; 2]; P] {
+        let _ = (groups, acts);
         unreachable!("{} has no two-group kernel", Self::Plain::NAME)
     }
 }
 
-/// Whether this CPU runs the two-group kernels ([`RowTiles::rows_pair`]): AVX-512 VNNI with
+/// Pairs of groups that decode-sized passes ([`RowTiles::STREAM_ROWS`]) read side by side: four
+/// groups a quarter of the matrix apart, so that each of the pool's threads reads four runs of
+/// weights at once instead of one ([`crate::prefetch::side_by_side`]).
+pub(crate) const STREAM_PAIRS: usize = 2;
+
+/// Whether this CPU runs the two-group kernels ([`RowTiles::rows_pairs`]): AVX-512 VNNI with
 /// AVX-512BW.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn pairs_available() -> bool {
@@ -224,6 +235,18 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
         let simd = simd_available();
         let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
         #[cfg(target_arch = "x86_64")]
+        if simd
+            && T::PAIRS
+            && n <= T::STREAM_ROWS
+            && crate::prefetch::side_by_side()
+            && (self.rows / ROWS).is_multiple_of(2 * STREAM_PAIRS)
+            && pairs_available()
+        {
+            // SAFETY: PAIRS and pairs_available() hold.
+            unsafe { stream_products::<T>(self, &acts, &mut out_t) };
+            return crate::pool::transpose(out_t, self.rows, n);
+        }
+        #[cfg(target_arch = "x86_64")]
         if simd && T::PAIRS && (self.rows / ROWS).is_multiple_of(2) && pairs_available() {
             crate::pool::for_each_chunk_mut(&mut out_t, 2 * ROWS * n, |pair, out| {
                 // SAFETY: PAIRS and pairs_available() hold.
@@ -280,7 +303,7 @@ fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f3
     }
 }
 
-/// What the two-group kernels ([`RowTiles::rows_pair`]) share: two tiles' bytes side by side
+/// What the two-group kernels ([`RowTiles::rows_pairs`]) share: two tiles' bytes side by side
 /// in one vector, and the result lanes split back into the two groups.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod pair {
@@ -371,6 +394,64 @@ pub(crate) mod pair {
     }
 }
 
+/// `out_t[r * n + a]` for every row `r` of `matrix` and activation row `a`, [`STREAM_PAIRS`]
+/// pairs of groups at a time and [`RowTiles::STREAM_STEP`] activation rows per kernel call:
+/// task `t` of `q = groups / 4` takes groups `t`, `t + q`, `t + 2q` and `t + 3q`, so the pool's
+/// threads, each given a run of tasks, read four distant runs of weights side by side.
+///
+/// # Safety
+/// [`RowTiles::PAIRS`] and [`pairs_available`] hold; the groups are a multiple of
+/// `2 * STREAM_PAIRS`; `out_t` holds `matrix.rows * acts.len()` values.
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_products<T: RowTiles>(
+    matrix: &Interleaved<T>,
+    acts: &[Vec<Act<T>>],
+    out_t: &mut [f32],
+) {
+    let n = acts.len();
+    let quarter = matrix.rows / ROWS / (2 * STREAM_PAIRS);
+    assert!(out_t.len() == matrix.rows * n);
+    let out = crate::pool::SendPtr::new(out_t.as_mut_ptr());
+    let step = T::STREAM_STEP;
+    crate::pool::for_each_range(quarter, |tasks| {
+        for t in tasks {
+            let g: [usize; 2 * STREAM_PAIRS] = std::array::from_fn(|k| t + k * quarter);
+            let pairs: [(&[u8], &[u8]); STREAM_PAIRS] =
+                std::array::from_fn(|p| (matrix.group(g[2 * p]), matrix.group(g[2 * p + 1])));
+            for (a0, some) in acts.chunks(step).enumerate().map(|(i, c)| (step * i, c)) {
+                // `[pair][group][activation][row]` for up to 4 activation rows.
+                type Lanes = [[[[f32; ROWS]; 4]; 2]; STREAM_PAIRS];
+                fn pad<const A: usize>(got: [[[[f32; ROWS]; A]; 2]; STREAM_PAIRS]) -> Lanes {
+                    got.map(|p| {
+                        p.map(|g| std::array::from_fn(|j| g.get(j).copied().unwrap_or_default()))
+                    })
+                }
+                // SAFETY: the caller's guarantee (the kernels' CPU features); 1 to 4 rows.
+                let lanes: Lanes = unsafe {
+                    match some {
+                        [a] => pad(T::rows_pairs::<1, STREAM_PAIRS>(pairs, [a])),
+                        [a, b] => pad(T::rows_pairs::<2, STREAM_PAIRS>(pairs, [a, b])),
+                        [a, b, c] => pad(T::rows_pairs::<3, STREAM_PAIRS>(pairs, [a, b, c])),
+                        [a, b, c, d] => T::rows_pairs::<4, STREAM_PAIRS>(pairs, [a, b, c, d]),
+                        _ => unreachable!(),
+                    }
+                };
+                for (k, &group) in g.iter().enumerate() {
+                    for (j, lane) in lanes[k / 2][k % 2].iter().take(some.len()).enumerate() {
+                        for (r, &v) in lane.iter().enumerate() {
+                            // SAFETY: row `group * ROWS + r` < matrix.rows and a0 + j < n, so
+                            // the index is inside `out_t`; each group belongs to exactly one
+                            // task, so no two threads write the same value, and `out_t` is
+                            // borrowed for the whole call.
+                            unsafe { *out.get().add((group * ROWS + r) * n + a0 + j) = v };
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// `out[r * n + a]` for the 16 rows of two groups and every activation row, up to
 /// [`RowTiles::AVX512_ACTS`] activation rows per pass over the tiles.
 ///
@@ -392,13 +473,14 @@ unsafe fn pair_products<T: RowTiles>(
                 lanes[..K].copy_from_slice(&got);
             }
         }
+        let pair = [(first, second)];
         // SAFETY: the caller's guarantee; `some` has 1 to 4 rows.
         unsafe {
             match some {
-                [a] => put(&mut lanes, T::rows_pair::<1>(first, second, [a])),
-                [a, b] => put(&mut lanes, T::rows_pair::<2>(first, second, [a, b])),
-                [a, b, c] => put(&mut lanes, T::rows_pair::<3>(first, second, [a, b, c])),
-                [a, b, c, d] => lanes = T::rows_pair::<4>(first, second, [a, b, c, d]),
+                [a] => put(&mut lanes, T::rows_pairs::<1, 1>(pair, [a])[0]),
+                [a, b] => put(&mut lanes, T::rows_pairs::<2, 1>(pair, [a, b])[0]),
+                [a, b, c] => put(&mut lanes, T::rows_pairs::<3, 1>(pair, [a, b, c])[0]),
+                [a, b, c, d] => lanes = T::rows_pairs::<4, 1>(pair, [a, b, c, d])[0],
                 _ => unreachable!(),
             }
         }
@@ -522,21 +604,37 @@ pub(crate) mod testing {
         let want = |g: usize, j: usize| -> [u32; ROWS] {
             std::array::from_fn(|r| T::dot(m.group(g), r, &acts[j]).to_bits())
         };
-        let (first, second) = (m.group(0), m.group(1));
+        let pair = [(m.group(0), m.group(1))];
         let four = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
         // SAFETY: PAIRS and pairs_available() hold (so do AVX2, FMA and F16C).
         unsafe {
-            let got = T::rows_pair::<1>(first, second, [&acts[3]]);
+            let got = T::rows_pairs::<1, 1>(pair, [&acts[3]])[0];
             for (g, rows) in got.iter().enumerate() {
                 assert_eq!(rows[0].map(f32::to_bits), want(g, 3), "A=1 group {g}");
             }
-            let got = T::rows_pair::<3>(first, second, [four[0], four[1], four[2]]);
+            let got = T::rows_pairs::<3, 1>(pair, [four[0], four[1], four[2]])[0];
             for (g, rows) in got.iter().enumerate() {
                 for (j, row) in rows.iter().enumerate() {
                     assert_eq!(row.map(f32::to_bits), want(g, j), "A=3 group {g} act {j}");
                 }
             }
-            let got = T::rows_pair::<4>(first, second, four);
+            // Two pairs side by side (the second pair is the first one swapped): each lane as
+            // alone.
+            let swapped = [(m.group(0), m.group(1)), (m.group(1), m.group(0))];
+            let got = T::rows_pairs::<2, 2>(swapped, [four[1], four[2]]);
+            for (p, pair) in got.iter().enumerate() {
+                for (k, rows) in pair.iter().enumerate() {
+                    let g = k ^ p;
+                    for (j, row) in rows.iter().enumerate() {
+                        assert_eq!(
+                            row.map(f32::to_bits),
+                            want(g, j + 1),
+                            "P=2 group {g} act {j}"
+                        );
+                    }
+                }
+            }
+            let got = T::rows_pairs::<4, 1>(pair, four)[0];
             for (g, rows) in got.iter().enumerate() {
                 let single = T::rows::<4>(m.group(g), four);
                 for (j, row) in rows.iter().enumerate() {

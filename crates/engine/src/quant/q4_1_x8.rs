@@ -76,15 +76,17 @@ impl RowTiles for Q4_1Tiles {
     }
 
     const PAIRS: bool = true;
+    // One activation row only: two rows side by side in four groups need 32 accumulators, and
+    // `examples/kernels` measured 2 to 8 rows slower that way than in pairs.
+    const STREAM_ROWS: usize = 1;
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn rows_pair<const A: usize>(
-        first: &[u8],
-        second: &[u8],
+    unsafe fn rows_pairs<const A: usize, const P: usize>(
+        groups: [(&[u8], &[u8]); P],
         acts: [&[Q8_1Block]; A],
-    ) -> [[[f32; ROWS]; A]; 2] {
+    ) -> [[[[f32; ROWS]; A]; 2]; P] {
         // SAFETY: the caller checked AVX-512F/VL/BW/VNNI (and AVX2, FMA, F16C).
-        unsafe { x86_pair::pair_avx512::<A>(first, second, acts) }
+        unsafe { x86_pair::pairs_avx512::<A, P>(groups, acts) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -218,55 +220,65 @@ mod x86_pair {
     /// each lane doing what a lane of `tile_avx512` does (the same float operations in the same
     /// order), so each row's result is bit for bit the same.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) fn pair_avx512<const A: usize>(
-        first: &[u8],
-        second: &[u8],
+    pub(super) fn pairs_avx512<const A: usize, const P: usize>(
+        groups: [(&[u8], &[u8]); P],
         a: [&[Q8_1Block]; A],
-    ) -> [[[f32; ROWS]; A]; 2] {
-        let blocks = first.len() / TILE_BYTES;
-        assert!(second.len() == first.len() && a.iter().all(|r| r.len() == blocks));
+    ) -> [[[[f32; ROWS]; A]; 2]; P] {
+        let blocks = groups[0].0.len() / TILE_BYTES;
+        assert!(groups
+            .iter()
+            .all(|g| g.0.len() == blocks * TILE_BYTES && g.1.len() == g.0.len()));
+        assert!(a.iter().all(|r| r.len() == blocks));
         let m4 = _mm512_set1_epi8(0x0F);
-        let mut acc = [[_mm512_setzero_ps(); 8]; A];
-        let mut acc_m = [_mm512_setzero_ps(); A];
+        let mut accs = [[[_mm512_setzero_ps(); 8]; A]; P];
+        let mut accs_m = [[_mm512_setzero_ps(); A]; P];
         for b in 0..blocks {
-            // SAFETY: b < blocks; every offset below stays inside the two tiles, and an
-            // activation block holds 32 values.
-            unsafe {
-                let (s, u) = block(first, second, b, TILE_BYTES);
-                let both16 = |at: usize| both16(s, u, at);
-                let dw = _mm512_cvtph_ps(both16(D));
-                let mw = _mm512_cvtph_ps(both16(M));
-                let mut q8 = [std::ptr::null::<i8>(); A];
-                let mut d = [_mm512_setzero_ps(); A];
-                for j in 0..A {
-                    let y = a[j].get_unchecked(b);
-                    q8[j] = y.qs.as_ptr();
-                    acc_m[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), acc_m[j]);
-                    d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
-                }
-                for g in 0..4 {
-                    let w = both32(s, u, QS + g * 32);
-                    let wl = _mm512_and_si512(w, m4);
-                    let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
+            for ((first, second), (acc, acc_m)) in
+                groups.iter().zip(accs.iter_mut().zip(&mut accs_m))
+            {
+                // SAFETY: b < blocks; every offset below stays inside the two tiles, and an
+                // activation block holds 32 values.
+                unsafe {
+                    let (s, u) = block(first, second, b, TILE_BYTES);
+                    let both16 = |at: usize| both16(s, u, at);
+                    let dw = _mm512_cvtph_ps(both16(D));
+                    let mw = _mm512_cvtph_ps(both16(M));
+                    let mut q8 = [std::ptr::null::<i8>(); A];
+                    let mut d = [_mm512_setzero_ps(); A];
                     for j in 0..A {
-                        let p = q8[j].add(4 * g);
-                        let xl = _mm512_set1_epi32((p as *const i32).read_unaligned());
-                        let xh = _mm512_set1_epi32((p.add(16) as *const i32).read_unaligned());
-                        let zero = _mm512_setzero_si512();
-                        let lo = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wl, xl));
-                        let hi = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wh, xh));
-                        acc[j][g] = _mm512_fmadd_ps(d[j], lo, acc[j][g]);
-                        acc[j][4 + g] = _mm512_fmadd_ps(d[j], hi, acc[j][4 + g]);
+                        let y = a[j].get_unchecked(b);
+                        q8[j] = y.qs.as_ptr();
+                        acc_m[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), acc_m[j]);
+                        d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
+                    }
+                    for g in 0..4 {
+                        let w = both32(s, u, QS + g * 32);
+                        let wl = _mm512_and_si512(w, m4);
+                        let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
+                        for j in 0..A {
+                            let p = q8[j].add(4 * g);
+                            let xl = _mm512_set1_epi32((p as *const i32).read_unaligned());
+                            let xh = _mm512_set1_epi32((p.add(16) as *const i32).read_unaligned());
+                            let zero = _mm512_setzero_si512();
+                            let lo = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wl, xl));
+                            let hi = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wh, xh));
+                            acc[j][g] = _mm512_fmadd_ps(d[j], lo, acc[j][g]);
+                            acc[j][4 + g] = _mm512_fmadd_ps(d[j], hi, acc[j][4 + g]);
+                        }
                     }
                 }
             }
         }
         // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
-        split(std::array::from_fn(|j| {
-            let r: [__m512; 4] = std::array::from_fn(|k| _mm512_add_ps(acc[j][4 + k], acc[j][k]));
-            let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-            _mm512_add_ps(sum, acc_m[j])
-        }))
+        std::array::from_fn(|p| {
+            let (acc, acc_m) = (&accs[p], &accs_m[p]);
+            split(std::array::from_fn(|j| {
+                let r: [__m512; 4] =
+                    std::array::from_fn(|k| _mm512_add_ps(acc[j][4 + k], acc[j][k]));
+                let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+                _mm512_add_ps(sum, acc_m[j])
+            }))
+        })
     }
 }
 
@@ -280,8 +292,9 @@ mod tests {
 
     #[test]
     fn products_of_two_groups_at_once_match_the_plain_layout() {
-        // 4 groups: matmul_t takes them in pairs where the CPU has AVX-512BW and VNNI.
-        testing::products_match_the_plain_layout::<Q4_1Tiles>(random_q4_1(32, 96, 11), 32, 96);
+        // 8 groups: where the CPU has AVX-512BW and VNNI, matmul_t takes them four at a time, a
+        // quarter of the matrix apart, for one activation row, and in pairs for more.
+        testing::products_match_the_plain_layout::<Q4_1Tiles>(random_q4_1(64, 96, 11), 64, 96);
     }
 
     #[cfg(target_arch = "x86_64")]
