@@ -24,7 +24,7 @@
 /// memory: on the 2-core Xeon of docs/BENCHMARKS.md, `examples/membw` read 16-22 GB/s with one
 /// run per thread and 19-28 GB/s with four side by side (`STREAMS=4`), and a product of the
 /// 1B output matrix (`examples/kernels 131072 2048`, one activation row) went 14-18 ->
-/// 17-20 GB/s on Q4_K and 14-19 -> 24-26 on Q4_1. So the interleaved quantized kernels take
+/// 17-20 GB/s on Q4_K and 14-19 -> 21-26 on Q4_1. So the interleaved quantized kernels take
 /// four groups of rows a quarter of the matrix apart at once
 /// (`quant::interleaved::STREAM_PAIRS`), and the half-precision decode kernel four rows.
 pub(crate) fn side_by_side() -> bool {
