@@ -311,6 +311,21 @@ pub(crate) mod pair {
 
     use super::ROWS;
 
+    /// The blocks of each group of `groups` (tiles of `bytes`), checked the same in every group
+    /// and in every activation row (`act_blocks`: their lengths in blocks).
+    pub(crate) fn blocks<const P: usize>(
+        groups: &[(&[u8], &[u8]); P],
+        bytes: usize,
+        mut act_blocks: impl Iterator<Item = usize>,
+    ) -> usize {
+        let blocks = groups[0].0.len() / bytes;
+        assert!(groups
+            .iter()
+            .all(|g| g.0.len() == blocks * bytes && g.1.len() == g.0.len()));
+        assert!(act_blocks.all(|n| n == blocks));
+        blocks
+    }
+
     /// Block `b` of each group (tiles of `bytes`), both asked for ahead ([`crate::prefetch`]).
     ///
     /// # Safety

@@ -268,7 +268,7 @@ mod x86 {
 mod x86_pair {
     use std::arch::x86_64::*;
 
-    use super::super::interleaved::pair::{block, both16, both32, both8, split};
+    use super::super::interleaved::pair::{block, blocks, both16, both32, both8, split};
     use super::{Q8KBlock, D, DMIN, MN, QS, ROWS, SC, TILE_BYTES};
 
     /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
@@ -282,11 +282,7 @@ mod x86_pair {
         groups: [(&[u8], &[u8]); P],
         a: [&[Q8KBlock]; A],
     ) -> [[[[f32; ROWS]; A]; 2]; P] {
-        let blocks = groups[0].0.len() / TILE_BYTES;
-        assert!(groups
-            .iter()
-            .all(|g| g.0.len() == blocks * TILE_BYTES && g.1.len() == g.0.len()));
-        assert!(a.iter().all(|r| r.len() == blocks));
+        let blocks = blocks(&groups, TILE_BYTES, a.iter().map(|r| r.len()));
         let m4 = _mm512_set1_epi8(0x0F);
         let mut accs = [[_mm512_setzero_ps(); A]; P];
         let mut accs_m = [[_mm512_setzero_ps(); A]; P];

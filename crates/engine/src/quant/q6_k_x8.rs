@@ -300,7 +300,7 @@ mod x86 {
 pub(super) mod x86_pair {
     use std::arch::x86_64::*;
 
-    use super::super::interleaved::pair::{block, both16, both32, split};
+    use super::super::interleaved::pair::{block, blocks, both16, both32, split};
     use super::{run, Q8KBlock, D, ROWS, SC, TILE_BYTES};
 
     /// The 6-bit values of a run's three 32-byte parts (`ql` with `s` = 0 and 1, `qh`) of two
@@ -369,11 +369,7 @@ pub(super) mod x86_pair {
         groups: [(&[u8], &[u8]); P],
         a: [&[Q8KBlock]; A],
     ) -> [[[[f32; ROWS]; A]; 2]; P] {
-        let blocks = groups[0].0.len() / TILE_BYTES;
-        assert!(groups
-            .iter()
-            .all(|g| g.0.len() == blocks * TILE_BYTES && g.1.len() == g.0.len()));
-        assert!(a.iter().all(|r| r.len() == blocks));
+        let blocks = blocks(&groups, TILE_BYTES, a.iter().map(|r| r.len()));
         let mut accs = [[_mm512_setzero_ps(); A]; P];
         for b in 0..blocks {
             for ((first, second), acc) in groups.iter().zip(accs.iter_mut()) {
