@@ -456,28 +456,11 @@ mod avx2 {
     unsafe fn side_by_side<W: Weight, const K: usize>(a: &[f32], w: &[W], out: &mut [f32]) {
         let n = a.len();
         let full = n / 32 * 32;
-        let pa = a.as_ptr();
         let mut rows = w.chunks_exact(K * n);
         let mut outs = out.chunks_exact_mut(K);
         for (block, outs) in rows.by_ref().zip(outs.by_ref()) {
-            let pw = block.as_ptr();
-            let mut acc = [[_mm256_setzero_ps(); 4]; K];
-            let mut o = 0;
-            while o < full {
-                for k in 0..K {
-                    crate::prefetch::ahead(pw.wrapping_add(k * n + o), 32 * size_of::<W>());
-                }
-                for r in 0..4 {
-                    // SAFETY: o + 8 * r + 8 <= full <= n; row k's values are at k * n.
-                    let va = unsafe { _mm256_loadu_ps(pa.add(o + 8 * r)) };
-                    for (k, acc) in acc.iter_mut().enumerate() {
-                        // SAFETY: as above, inside `block` (K rows of n).
-                        let vw = unsafe { W::load8(pw.add(k * n + o + 8 * r)) };
-                        acc[r] = _mm256_fmadd_ps(va, vw, acc[r]);
-                    }
-                }
-                o += 32;
-            }
+            // SAFETY: the caller's CPU features; `block` holds K rows of n >= full values.
+            let acc = unsafe { rows_chunk_sums::<W, K>(a, block, n, full) };
             for (k, (o, acc)) in outs.iter_mut().zip(acc).enumerate() {
                 let row = &block[k * n..(k + 1) * n];
                 // SAFETY: the caller's CPU features.
@@ -571,21 +554,37 @@ mod avx2 {
     /// of 32, at most the length of both).
     #[inline(always)]
     unsafe fn chunk_sums<W: Weight>(a: &[f32], w: &[W], full: usize) -> [__m256; 4] {
-        debug_assert!(full.is_multiple_of(32) && full <= a.len() && full <= w.len());
+        // SAFETY: the caller's guarantee; one row.
+        let [acc] = unsafe { rows_chunk_sums::<W, 1>(a, w, 0, full) };
+        acc
+    }
+
+    /// [`chunk_sums`] of `K` rows of `w` at once (row `k` starts at `k * stride`), read side by
+    /// side; each row's accumulators get the same operations as alone.
+    #[inline(always)]
+    unsafe fn rows_chunk_sums<W: Weight, const K: usize>(
+        a: &[f32],
+        w: &[W],
+        stride: usize,
+        full: usize,
+    ) -> [[__m256; 4]; K] {
+        debug_assert!(full.is_multiple_of(32) && full <= a.len());
+        debug_assert!((K - 1) * stride + full <= w.len());
         let (pa, pw) = (a.as_ptr(), w.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [[_mm256_setzero_ps(); 4]; K];
         let mut o = 0;
         while o < full {
-            crate::prefetch::ahead(pw.wrapping_add(o), 32 * std::mem::size_of::<W>());
-            for (r, reg) in acc.iter_mut().enumerate() {
-                // SAFETY: o + 8 * r + 8 <= full, within both slices.
-                let (va, vw) = unsafe {
-                    (
-                        _mm256_loadu_ps(pa.add(o + 8 * r)),
-                        W::load8(pw.add(o + 8 * r)),
-                    )
-                };
-                *reg = _mm256_fmadd_ps(va, vw, *reg);
+            for k in 0..K {
+                crate::prefetch::ahead(pw.wrapping_add(k * stride + o), 32 * size_of::<W>());
+            }
+            for r in 0..4 {
+                // SAFETY: o + 8 * r + 8 <= full, within `a` and each row of `w`.
+                let va = unsafe { _mm256_loadu_ps(pa.add(o + 8 * r)) };
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above; row k's values start at k * stride.
+                    let vw = unsafe { W::load8(pw.add(k * stride + o + 8 * r)) };
+                    acc[r] = _mm256_fmadd_ps(va, vw, acc[r]);
+                }
             }
             o += 32;
         }

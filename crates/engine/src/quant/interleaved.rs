@@ -427,42 +427,21 @@ unsafe fn stream_products<T: RowTiles>(
     let quarter = matrix.rows / ROWS / (2 * STREAM_PAIRS);
     assert!(out_t.len() == matrix.rows * n);
     let out = crate::pool::SendPtr::new(out_t.as_mut_ptr());
-    let step = T::STREAM_STEP;
     crate::pool::for_each_range(quarter, |tasks| {
         for t in tasks {
             let g: [usize; 2 * STREAM_PAIRS] = std::array::from_fn(|k| t + k * quarter);
             let pairs: [(&[u8], &[u8]); STREAM_PAIRS] =
                 std::array::from_fn(|p| (matrix.group(g[2 * p]), matrix.group(g[2 * p + 1])));
-            for (a0, some) in acts.chunks(step).enumerate().map(|(i, c)| (step * i, c)) {
-                // `[pair][group][activation][row]` for up to 4 activation rows.
-                type Lanes = [[[[f32; ROWS]; 4]; 2]; STREAM_PAIRS];
-                fn pad<const A: usize>(got: [[[[f32; ROWS]; A]; 2]; STREAM_PAIRS]) -> Lanes {
-                    got.map(|p| {
-                        p.map(|g| std::array::from_fn(|j| g.get(j).copied().unwrap_or_default()))
-                    })
+            let put = |k: usize, a: usize, lane: &[f32; ROWS]| {
+                for (r, &v) in lane.iter().enumerate() {
+                    // SAFETY: row `g[k] * ROWS + r` < matrix.rows and a < n, so the index is
+                    // inside `out_t`; each group belongs to exactly one task, so no two threads
+                    // write the same value, and `out_t` is borrowed for the whole call.
+                    unsafe { *out.get().add((g[k] * ROWS + r) * n + a) = v };
                 }
-                // SAFETY: the caller's guarantee (the kernels' CPU features); 1 to 4 rows.
-                let lanes: Lanes = unsafe {
-                    match some {
-                        [a] => pad(T::rows_pairs::<1, STREAM_PAIRS>(pairs, [a])),
-                        [a, b] => pad(T::rows_pairs::<2, STREAM_PAIRS>(pairs, [a, b])),
-                        [a, b, c] => pad(T::rows_pairs::<3, STREAM_PAIRS>(pairs, [a, b, c])),
-                        [a, b, c, d] => T::rows_pairs::<4, STREAM_PAIRS>(pairs, [a, b, c, d]),
-                        _ => unreachable!(),
-                    }
-                };
-                for (k, &group) in g.iter().enumerate() {
-                    for (j, lane) in lanes[k / 2][k % 2].iter().take(some.len()).enumerate() {
-                        for (r, &v) in lane.iter().enumerate() {
-                            // SAFETY: row `group * ROWS + r` < matrix.rows and a0 + j < n, so
-                            // the index is inside `out_t`; each group belongs to exactly one
-                            // task, so no two threads write the same value, and `out_t` is
-                            // borrowed for the whole call.
-                            unsafe { *out.get().add((group * ROWS + r) * n + a0 + j) = v };
-                        }
-                    }
-                }
-            }
+            };
+            // SAFETY: the caller's guarantee (the kernels' CPU features); a step of 1 to 4.
+            unsafe { pairs_products::<T, STREAM_PAIRS>(pairs, acts, T::STREAM_STEP, put) };
         }
     });
 }
@@ -481,28 +460,50 @@ unsafe fn pair_products<T: RowTiles>(
 ) {
     let n = acts.len();
     let step = T::AVX512_ACTS.min(4);
-    for (a0, some) in acts.chunks(step).enumerate().map(|(i, p)| (step * i, p)) {
-        let mut lanes = [[[0f32; ROWS]; 4]; 2];
-        fn put<const K: usize>(lanes: &mut [[[f32; ROWS]; 4]; 2], got: [[[f32; ROWS]; K]; 2]) {
-            for (lanes, got) in lanes.iter_mut().zip(got) {
-                lanes[..K].copy_from_slice(&got);
+    // SAFETY: the caller's guarantee; a step of 1 to 4.
+    unsafe {
+        pairs_products::<T, 1>([(first, second)], acts, step, |g, a, lane| {
+            for (r, &v) in lane.iter().enumerate() {
+                out[(g * ROWS + r) * n + a] = v;
             }
-        }
-        let pair = [(first, second)];
+        })
+    }
+}
+
+/// The products of `P` pairs of groups ([`RowTiles::rows_pairs`]) with every activation row,
+/// `step` of them per kernel call: `put(k, a, lane)` gets the 8 rows of group `k` (group
+/// `k % 2` of pair `k / 2`) with activation row `a`.
+///
+/// # Safety
+/// [`RowTiles::PAIRS`] and [`pairs_available`] hold; `step` is 1 to 4.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pairs_products<T: RowTiles, const P: usize>(
+    pairs: [(&[u8], &[u8]); P],
+    acts: &[Vec<Act<T>>],
+    step: usize,
+    mut put: impl FnMut(usize, usize, &[f32; ROWS]),
+) {
+    // `[pair][group][activation][row]` for up to 4 activation rows.
+    fn pad<const A: usize, const P: usize>(
+        got: [[[[f32; ROWS]; A]; 2]; P],
+    ) -> [[[[f32; ROWS]; 4]; 2]; P] {
+        got.map(|p| p.map(|g| std::array::from_fn(|j| g.get(j).copied().unwrap_or_default())))
+    }
+    for (a0, some) in acts.chunks(step).enumerate().map(|(i, c)| (step * i, c)) {
         // SAFETY: the caller's guarantee; `some` has 1 to 4 rows.
-        unsafe {
+        let lanes = unsafe {
             match some {
-                [a] => put(&mut lanes, T::rows_pairs::<1, 1>(pair, [a])[0]),
-                [a, b] => put(&mut lanes, T::rows_pairs::<2, 1>(pair, [a, b])[0]),
-                [a, b, c] => put(&mut lanes, T::rows_pairs::<3, 1>(pair, [a, b, c])[0]),
-                [a, b, c, d] => lanes = T::rows_pairs::<4, 1>(pair, [a, b, c, d])[0],
+                [a] => pad(T::rows_pairs::<1, P>(pairs, [a])),
+                [a, b] => pad(T::rows_pairs::<2, P>(pairs, [a, b])),
+                [a, b, c] => pad(T::rows_pairs::<3, P>(pairs, [a, b, c])),
+                [a, b, c, d] => T::rows_pairs::<4, P>(pairs, [a, b, c, d]),
                 _ => unreachable!(),
             }
-        }
-        for (g, group) in lanes.iter().enumerate() {
-            for (j, lane) in group.iter().take(some.len()).enumerate() {
-                for (r, &v) in lane.iter().enumerate() {
-                    out[(g * ROWS + r) * n + a0 + j] = v;
+        };
+        for (p, pair) in lanes.iter().enumerate() {
+            for (g, group) in pair.iter().enumerate() {
+                for (j, lane) in group.iter().take(some.len()).enumerate() {
+                    put(2 * p + g, a0 + j, lane);
                 }
             }
         }
