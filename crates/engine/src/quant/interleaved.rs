@@ -104,10 +104,13 @@ pub trait RowTiles: Send + Sync + std::fmt::Debug + 'static {
     /// Most activation rows of a pass that reads the weights as [`STREAM_PAIRS`] pairs at once
     /// (see there; formats with [`Self::PAIRS`] only).
     const STREAM_ROWS: usize = 1;
-    /// Activation rows per call of those kernels (1 to 4), as registers allow.
+    /// Activation rows per call of those kernels (1 to 8). More rows per call unpack each
+    /// block of weights fewer times (the unpacking is shared by the rows of a call), so 8 where
+    /// the kernel still runs well with its accumulators partly on the stack.
     const STREAM_STEP: usize = 1;
     /// `P` pairs of groups, each pair on 512-bit vectors (the first group's rows in lanes 0-7,
-    /// the second's in 8-15), times `A` (1 to [`Self::AVX512_ACTS`]) activation rows:
+    /// the second's in 8-15), times `A` (1 to [`Self::AVX512_ACTS`], or to
+    /// [`Self::STREAM_STEP`] for the side-by-side passes) activation rows:
     /// `[pair][group][activation][row]`, bit for bit what [`Self::rows`] gives for each group
     /// (every lane does the same arithmetic). The pairs advance block by block together, so
     /// `2 P` runs of weights are read side by side ([`STREAM_PAIRS`]).
@@ -440,7 +443,7 @@ unsafe fn stream_products<T: RowTiles>(
                     unsafe { *out.get().add((g[k] * ROWS + r) * n + a) = v };
                 }
             };
-            // SAFETY: the caller's guarantee (the kernels' CPU features); a step of 1 to 4.
+            // SAFETY: the caller's guarantee (the kernels' CPU features); a step of 1 to 8.
             unsafe { pairs_products::<T, STREAM_PAIRS>(pairs, acts, T::STREAM_STEP, put) };
         }
     });
@@ -475,7 +478,7 @@ unsafe fn pair_products<T: RowTiles>(
 /// `k % 2` of pair `k / 2`) with activation row `a`.
 ///
 /// # Safety
-/// [`RowTiles::PAIRS`] and [`pairs_available`] hold; `step` is 1 to 4.
+/// [`RowTiles::PAIRS`] and [`pairs_available`] hold; `step` is 1 to 8.
 #[cfg(target_arch = "x86_64")]
 unsafe fn pairs_products<T: RowTiles, const P: usize>(
     pairs: [(&[u8], &[u8]); P],
@@ -483,20 +486,26 @@ unsafe fn pairs_products<T: RowTiles, const P: usize>(
     step: usize,
     mut put: impl FnMut(usize, usize, &[f32; ROWS]),
 ) {
-    // `[pair][group][activation][row]` for up to 4 activation rows.
+    // `[pair][group][activation][row]` for up to 8 activation rows.
     fn pad<const A: usize, const P: usize>(
         got: [[[[f32; ROWS]; A]; 2]; P],
-    ) -> [[[[f32; ROWS]; 4]; 2]; P] {
+    ) -> [[[[f32; ROWS]; 8]; 2]; P] {
         got.map(|p| p.map(|g| std::array::from_fn(|j| g.get(j).copied().unwrap_or_default())))
     }
     for (a0, some) in acts.chunks(step).enumerate().map(|(i, c)| (step * i, c)) {
-        // SAFETY: the caller's guarantee; `some` has 1 to 4 rows.
+        // SAFETY: the caller's guarantee; `some` has 1 to 8 rows.
         let lanes = unsafe {
             match some {
                 [a] => pad(T::rows_pairs::<1, P>(pairs, [a])),
                 [a, b] => pad(T::rows_pairs::<2, P>(pairs, [a, b])),
                 [a, b, c] => pad(T::rows_pairs::<3, P>(pairs, [a, b, c])),
-                [a, b, c, d] => T::rows_pairs::<4, P>(pairs, [a, b, c, d]),
+                [a, b, c, d] => pad(T::rows_pairs::<4, P>(pairs, [a, b, c, d])),
+                [a, b, c, d, e] => pad(T::rows_pairs::<5, P>(pairs, [a, b, c, d, e])),
+                [a, b, c, d, e, f] => pad(T::rows_pairs::<6, P>(pairs, [a, b, c, d, e, f])),
+                [a, b, c, d, e, f, g] => pad(T::rows_pairs::<7, P>(pairs, [a, b, c, d, e, f, g])),
+                [a, b, c, d, e, f, g, h] => {
+                    pad(T::rows_pairs::<8, P>(pairs, [a, b, c, d, e, f, g, h]))
+                }
                 _ => unreachable!(),
             }
         };
@@ -543,7 +552,8 @@ pub(crate) mod testing {
         rows: usize,
         cols: usize,
     ) {
-        let n = 7;
+        // 9 rows: the side-by-side kernels take 8 at a time, then 1.
+        let n = 9;
         let m = Interleaved::<T>::new(&data, rows, cols).unwrap();
         let plain = BlockMatrix::<T::Plain>::new(data, rows, cols).unwrap();
         let x = random(n * cols, 10);
@@ -606,8 +616,8 @@ pub(crate) mod testing {
     }
 
     /// The two-group kernel of a format gives, for each of the two groups of a 16-row matrix
-    /// (`data`) and 1, 3 or 4 activation rows, bit for bit what the portable code and the
-    /// one-group kernel give.
+    /// (`data`) and 1, 2, 3, 4 or 8 activation rows, one pair or two side by side, bit for bit
+    /// what the portable code and the one-group kernel give.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn two_group_kernel_equals_one_group<T: RowTiles>(data: &[u8], cols: usize) {
         if !(T::PAIRS && pairs_available()) {
@@ -656,6 +666,20 @@ pub(crate) mod testing {
                 for (j, row) in rows.iter().enumerate() {
                     assert_eq!(row.map(f32::to_bits), want(g, j), "A=4 group {g} act {j}");
                     assert_eq!(row.map(f32::to_bits), single[j].map(f32::to_bits));
+                }
+            }
+            // Eight activation rows (the side-by-side passes' step), the last four repeated.
+            let eight = [
+                four[0], four[1], four[2], four[3], four[3], four[2], four[1], four[0],
+            ];
+            let got = T::rows_pairs::<8, 2>(swapped, eight);
+            for (p, pair) in got.iter().enumerate() {
+                for (k, rows) in pair.iter().enumerate() {
+                    let g = k ^ p;
+                    for (j, row) in rows.iter().enumerate() {
+                        let a = if j < 4 { j } else { 7 - j };
+                        assert_eq!(row.map(f32::to_bits), want(g, a), "A=8 group {g} act {j}");
+                    }
                 }
             }
         }

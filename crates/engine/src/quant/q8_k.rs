@@ -16,6 +16,9 @@ pub struct Q8KBlock {
     pub(crate) d: f32,
     pub(crate) qs: [i8; QK_K],
     pub(crate) bsums: [i16; QK_K / 16],
+    /// Sums of each 32 values (`bsums` in pairs), so that a kernel reads the sums of two
+    /// sub-blocks as one 32-bit word (`[sums32[2k], sums32[2k + 1]]`).
+    pub(crate) sums32: [i16; QK_K / 32],
 }
 
 /// llama.cpp's `quantize_row_q8_K_ref` for one row (`x.len()` a multiple of 256).
@@ -33,6 +36,7 @@ pub(crate) fn quantize(x: &[f32]) -> Vec<Q8KBlock> {
                 d: 0.0,
                 qs: [0; QK_K],
                 bsums: [0; QK_K / 16],
+                sums32: [0; QK_K / 32],
             };
             if amax == 0.0 {
                 return block;
@@ -43,6 +47,9 @@ pub(crate) fn quantize(x: &[f32]) -> Vec<Q8KBlock> {
             }
             for (sum, qs) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
                 *sum = qs.iter().map(|&q| q as i16).sum();
+            }
+            for (sum, pair) in block.sums32.iter_mut().zip(block.bsums.chunks_exact(2)) {
+                *sum = pair[0] + pair[1];
             }
             block.d = 1.0 / iscale;
             block
