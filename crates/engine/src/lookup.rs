@@ -39,19 +39,19 @@ pub struct PromptLookup {
 
 /// Pass costs by rows, relative to one row: the 1B-shaped Q4_K_M file with 2 threads on the
 /// 2-core benchmark machine (a Xeon with AVX-512 VNNI and AMX), `examples/rows_cost.rs` at
-/// position 300 (docs/BENCHMARKS.md): 55.8, 69.6, 82.6, 89.5, 116.8, 127.7, 143.6, 152.5 ms for
-/// 1-8 rows and 183-263 ms for 9-16, made non-decreasing. Machines with more cores pay less per
-/// row (a Zen 4 with 2 cores: 1.05x for 2 rows, 1.25x for 4); measure there and set
-/// [`PromptLookup::pass_costs`].
+/// position 300 with the row counts taking turns, mean of two runs (docs/BENCHMARKS.md): 58.2,
+/// 70.5, 82.3, 94.4, 103.1, 115.7, 132.2, 145.2 ms for 1-8 rows and 175-265 ms for 9-16, made
+/// non-decreasing. Machines with more cores pay less per row (a Zen 4 with 2 cores: 1.05x for
+/// 2 rows, 1.25x for 4); measure there and set [`PromptLookup::pass_costs`].
 pub const DEFAULT_PASS_COSTS: [f32; crate::rowwise::MAX_ROWS] = [
-    1.0, 1.25, 1.48, 1.6, 2.09, 2.29, 2.57, 2.73, 3.27, 3.28, 3.53, 3.72, 4.0, 4.05, 4.37, 4.71,
+    1.0, 1.21, 1.41, 1.62, 1.77, 1.99, 2.27, 2.5, 3.0, 3.21, 3.44, 3.57, 3.91, 3.91, 4.46, 4.56,
 ];
 
 /// Drafts sized by expected gain, up to 7 tokens (8 rows), prompt-lookup matches of 2 tokens
 /// or more. Pricing 240 of the released GuardReasoner-1B outputs (65k tokens) with
 /// [`DEFAULT_PASS_COSTS`] (`examples/draft_sim.rs`): prompt lookup alone takes 0.85x the time of
-/// plain decoding; with a corpus of the other 1,955 released outputs 0.61x; with a corpus that
-/// starts empty and learns each of the 240 in turn 0.64x.
+/// plain decoding; with a corpus of the other 1,955 released outputs 0.58x; with a corpus that
+/// starts empty and learns each of the 240 in turn 0.61x.
 impl Default for PromptLookup {
     fn default() -> Self {
         Self {
