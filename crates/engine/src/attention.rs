@@ -93,20 +93,75 @@ fn one_row(
 ) {
     let mut scores = vec![0f32; visible];
     dots_f32(query, &keys[..visible * hd], &mut scores);
+    softmax(&mut scores, scale);
+    weighted_sum(&scores, &values[..visible * hd], out);
+}
+
+/// Lanes of the softmax's sums: element `j` goes to lane `j % LANES` (in ascending `j`), the
+/// lanes are then added in a fixed order ([`add_lanes`]), whatever the vector width used.
+const LANES: usize = 8;
+
+/// `scores = softmax(scores * scale)` in place: exponents by [`exp_nonpositive`], their total
+/// summed lane-wise ([`LANES`]). The SIMD code does each step in the same order, so it gives
+/// the portable code's bits.
+fn softmax(scores: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::rowwise::simd_available() {
+        // SAFETY: `simd_available()` saw AVX2 and FMA on this CPU.
+        unsafe { avx2::softmax(scores, scale) };
+        return;
+    }
     for s in scores.iter_mut() {
         *s *= scale;
     }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut total = 0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        total += *s;
+    let mut lanes = [0f32; LANES];
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = exp_nonpositive(*s - max);
+        lanes[j % LANES] += *s;
     }
+    let total = add_lanes(lanes);
     for s in scores.iter_mut() {
         *s /= total;
     }
-    weighted_sum(&scores, &values[..visible * hd], out);
 }
+
+/// The lanes' total: `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+fn add_lanes(l: [f32; LANES]) -> f32 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// Cephes' `expf` polynomial (relative error ~1e-7 on [-87, 0]) for the softmax's exponents,
+/// which are at most 0: `x = n ln 2 + r` with `n` rounded to even and `|r| <= ln 2 / 2`, then
+/// `e^r` by a degree-6 polynomial times `2^n`; below -87 (where `e^x` is under f32's normal
+/// range) it gives 0. Every step is one f32 operation or fused multiply-add, so 8 lanes of
+/// the SIMD code give these bits.
+fn exp_nonpositive(x: f32) -> f32 {
+    if x < EXP_MIN {
+        return 0.0;
+    }
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p.mul_add(r, c);
+    }
+    let y = p.mul_add(r * r, r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+const EXP_MIN: f32 = -87.0;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
 
 /// `out = sum_j p[j] * values[j]` over the rows of `values` (`out.len()` wide), each element
 /// accumulated from 0 in ascending `j` as `o + p * x` (a product, then a sum: no fused
@@ -130,6 +185,86 @@ fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+
+    use super::{add_lanes, exp_nonpositive, EXP_MIN, EXP_POLY, LANES, LN2_HI, LN2_LO};
+
+    /// [`super::softmax`], 8 lanes at a time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax(scores: &mut [f32], scale: f32) {
+        let full = scores.len() / LANES * LANES;
+        let sp = scores.as_mut_ptr();
+        let vscale = _mm256_set1_ps(scale);
+        let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+        for j in (0..full).step_by(LANES) {
+            // SAFETY: j + 8 <= full <= scores.len().
+            unsafe {
+                let s = _mm256_mul_ps(_mm256_loadu_ps(sp.add(j)), vscale);
+                _mm256_storeu_ps(sp.add(j), s);
+                vmax = _mm256_max_ps(vmax, s);
+            }
+        }
+        let mut lanes = [0f32; LANES];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), vmax) };
+        let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for s in &mut scores[full..] {
+            *s *= scale;
+            max = max.max(*s);
+        }
+        let vmax = _mm256_set1_ps(max);
+        let mut sums = _mm256_setzero_ps();
+        for j in (0..full).step_by(LANES) {
+            // SAFETY: as above.
+            unsafe {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(j)), vmax));
+                _mm256_storeu_ps(sp.add(j), e);
+                sums = _mm256_add_ps(sums, e);
+            }
+        }
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
+        for (j, s) in scores.iter_mut().enumerate().skip(full) {
+            *s = exp_nonpositive(*s - max);
+            lanes[j % LANES] += *s;
+        }
+        let total = add_lanes(lanes);
+        let vtotal = _mm256_set1_ps(total);
+        for j in (0..full).step_by(LANES) {
+            // SAFETY: as above.
+            unsafe {
+                _mm256_storeu_ps(sp.add(j), _mm256_div_ps(_mm256_loadu_ps(sp.add(j)), vtotal))
+            };
+        }
+        for s in &mut scores[full..] {
+            *s /= total;
+        }
+    }
+
+    /// [`exp_nonpositive`] of 8 lanes.
+    #[inline(always)]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
+        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let y = _mm256_add_ps(
+            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+            _mm256_set1_ps(1.0),
+        );
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        let e = _mm256_mul_ps(y, two_n);
+        // Below EXP_MIN: 0 (where n would leave the exponent's range).
+        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_MIN));
+        _mm256_andnot_ps(small, e)
+    }
 
     /// [`super::weighted_sum`] with the output held in registers, 64 then 8 lanes at a time;
     /// each lane goes through the portable code's operations in its order.
@@ -312,6 +447,40 @@ mod tests {
             at += n;
         }
         assert_eq!(at, together.len());
+    }
+
+    #[test]
+    fn exponents_are_within_two_ulp_of_exp_and_simd_softmax_equals_the_portable_code() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let got = exp_nonpositive(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 2.0 * f32::EPSILON as f64, "relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-87.5), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        // The SIMD softmax (where this CPU has it) against the portable steps, for lengths
+        // around the vector width.
+        for len in [1, 7, 8, 9, 16, 37, 300] {
+            let scores: Vec<f32> = random(len, len as u32).iter().map(|x| 40.0 * x).collect();
+            let mut got = scores.clone();
+            softmax(&mut got, 0.125);
+            let scaled: Vec<f32> = scores.iter().map(|s| s * 0.125).collect();
+            let max = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut lanes = [0f32; LANES];
+            let mut want: Vec<f32> = Vec::new();
+            for (j, s) in scaled.iter().enumerate() {
+                want.push(exp_nonpositive(s - max));
+                lanes[j % LANES] += want[j];
+            }
+            let total = add_lanes(lanes);
+            let want: Vec<u32> = want.iter().map(|e| (e / total).to_bits()).collect();
+            let got: Vec<u32> = got.iter().map(|e| e.to_bits()).collect();
+            assert_eq!(got, want, "length {len}");
+        }
     }
 
     #[test]
