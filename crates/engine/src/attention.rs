@@ -2,20 +2,22 @@
 //!
 //! Used for every pass on the CPU: prompt prefill, decode steps (one row per sequence),
 //! batched decode, and the verification pass of speculative decoding (a handful of rows). Each
-//! output `(row, head)` is computed by one function call over the cache's own memory: scores
-//! `q·k_j * scale` for the positions the row may see (`0..=start_pos + row`), a softmax, and
-//! the weighted sum of the values, always in ascending position order. Nothing depends on how many rows are computed together or how the
+//! output `(row, head)` is computed by the same steps over the cache's own memory: scores
+//! `q·k_j` for the positions the row may see (`0..=start_pos + row`, [`key_scores`]), a
+//! softmax of the scaled scores ([`softmax`]), and the weighted sum of the values, always in
+//! ascending position order. Nothing depends on how many rows are computed together or how the
 //! work is split between threads, so a row's result is the same bit for bit alone, in a batch,
 //! or inside a verification pass: the property that keeps speculative and batched greedy
-//! decoding identical to plain greedy decoding.
+//! decoding identical to plain greedy decoding. The heads that share a kv head go through its
+//! keys and values together, a block at a time, so each block is read from memory once.
 //!
 //! A prompt's rows go through it too, so a prefilled position gets the same attention output as
 //! a decoded one, and only the causal half of the scores is computed: a 512-token prefill of the
 //! 1B Q4_K_M shape went 116-136 -> 143-165 tokens/s against candle's masked matrix products and
-//! softmax (alternating runs, 2 threads, on the Xeon of docs/BENCHMARKS.md). Other devices keep
-//! candle's products.
-
-use crate::rowwise::dots_f32;
+//! softmax (alternating runs, 2 threads, on the Xeon of docs/BENCHMARKS.md). Scores with the
+//! query in registers, eight keys at a time, a vectorized exponential and fused sums then took
+//! the attention from ~23% to ~12% of that prefill's profile. Other devices keep candle's
+//! products.
 
 /// Sizes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -66,24 +68,45 @@ pub(crate) fn attend_rows(
         first.push(first[first.len() - 1] + rows);
     }
     let group = n_heads / n_kv_heads;
-    let mut out = vec![0f32; first[seqs.len()] * n_heads * hd];
-    crate::pool::for_each_chunk_mut(&mut out, hd, |item, out| {
-        let (row, head) = (item / n_heads, item % n_heads);
+    let rows = first[seqs.len()];
+    let mut out = vec![0f32; rows * n_heads * hd];
+    // Work items: a row's heads that share a kv head, together (each block of keys and values
+    // is then read from L1 by all of them), or one head each where that leaves too few items
+    // for the threads. The arithmetic of each head is the same either way.
+    let heads = if rows * n_kv_heads >= 8 { group } else { 1 };
+    crate::pool::for_each_chunk_mut(&mut out, heads * hd, |item, out| {
+        let (row, head) = (item * heads / n_heads, item * heads % n_heads);
         let s = first.partition_point(|&f| f <= row) - 1;
         let (seq, cap) = (&seqs[s], capacity[s]);
         let (r, rows) = (row - first[s], first[s + 1] - first[s]);
         let kv = head / group;
-        let query = &seq.q[(head * rows + r) * hd..][..hd];
+        let queries: Vec<&[f32]> = (head..head + heads)
+            .map(|h| &seq.q[(h * rows + r) * hd..][..hd])
+            .collect();
         let keys = &seq.k[kv * cap * hd..][..cap * hd];
         let values = &seq.v[kv * cap * hd..][..cap * hd];
-        one_row(query, keys, values, hd, seq.start_pos + r + 1, scale, out);
+        heads_of_one_row(
+            &queries,
+            keys,
+            values,
+            hd,
+            seq.start_pos + r + 1,
+            scale,
+            out,
+        );
     });
     out
 }
 
-/// Attention of one query over the first `visible` positions of one kv head.
-fn one_row(
-    query: &[f32],
+/// Positions per block of keys and values that a work item's heads go through in turn: 16 KiB
+/// of keys at Llama's head size. A multiple of 8, the dot products' group of keys, so the
+/// blocks give each score the operations of one pass over all keys.
+const KV_BLOCK: usize = 64;
+
+/// Attention of one row's queries (heads sharing one kv head) over the first `visible`
+/// positions of that kv head: `out` holds the heads' outputs one after the other.
+fn heads_of_one_row(
+    queries: &[&[f32]],
     keys: &[f32],
     values: &[f32],
     hd: usize,
@@ -91,10 +114,72 @@ fn one_row(
     scale: f32,
     out: &mut [f32],
 ) {
-    let mut scores = vec![0f32; visible];
-    dots_f32(query, &keys[..visible * hd], &mut scores);
-    softmax(&mut scores, scale);
-    weighted_sum(&scores, &values[..visible * hd], out);
+    thread_local! {
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCORES.with_borrow_mut(|scratch| {
+        // Every score is written before it is read.
+        let need = queries.len() * visible;
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
+        }
+        let scores = &mut scratch[..need];
+        for at in (0..visible).step_by(KV_BLOCK) {
+            let end = (at + KV_BLOCK).min(visible);
+            for (query, scores) in queries.iter().zip(scores.chunks_exact_mut(visible)) {
+                key_scores(query, &keys[at * hd..end * hd], &mut scores[at..end]);
+            }
+        }
+        for scores in scores.chunks_exact_mut(visible) {
+            softmax(scores, scale);
+        }
+        out.fill(0.0);
+        for at in (0..visible).step_by(KV_BLOCK) {
+            let end = (at + KV_BLOCK).min(visible);
+            for (p, out) in scores.chunks_exact(visible).zip(out.chunks_exact_mut(hd)) {
+                weighted_sum(&p[at..end], &values[at * hd..end * hd], out);
+            }
+        }
+    });
+}
+
+/// `scores[j] = query · keys[j]` for the rows of `keys` (`query.len()` wide), by 8-lane
+/// partial sums: lane `l` is `q[l] * k[l]`, then `+ q[8c + l] * k[8c + l]` fused for each further
+/// chunk `c` of 8; the lanes are added as `((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7))`,
+/// then the values past the last whole chunk one by one (fused). The SIMD code keeps the query
+/// in registers and does eight keys at once, each with these operations.
+fn key_scores(query: &[f32], keys: &[f32], scores: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::rowwise::simd_available() {
+        // SAFETY: `simd_available()` saw AVX2, FMA and F16C on this CPU.
+        unsafe { avx2::key_scores(query, keys, scores) };
+        return;
+    }
+    let hd = query.len();
+    for (s, key) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
+        *s = key_score(query, key);
+    }
+}
+
+/// One score of [`key_scores`], portable code (inlined into the SIMD code's remainder, where
+/// its fused multiply-adds are single instructions).
+#[inline(always)]
+fn key_score(q: &[f32], k: &[f32]) -> f32 {
+    let full = q.len() / 8 * 8;
+    let mut l = [0f32; 8];
+    if full > 0 {
+        for (i, lane) in l.iter_mut().enumerate() {
+            *lane = q[i] * k[i];
+            for c in (8..full).step_by(8) {
+                *lane = q[c + i].mul_add(k[c + i], *lane);
+            }
+        }
+    }
+    let mut sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    for t in full..q.len() {
+        sum = q[t].mul_add(k[t], sum);
+    }
+    sum
 }
 
 /// Lanes of the softmax's sums: element `j` goes to lane `j % LANES` (in ascending `j`), the
@@ -136,6 +221,7 @@ fn add_lanes(l: [f32; LANES]) -> f32 {
 /// `e^r` by a degree-6 polynomial times `2^n`; below -87 (where `e^x` is under f32's normal
 /// range) it gives 0. Every step is one f32 operation or fused multiply-add, so 8 lanes of
 /// the SIMD code give these bits.
+#[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     if x < EXP_MIN {
         return 0.0;
@@ -163,9 +249,9 @@ const EXP_POLY: [f32; 6] = [
     0.5,
 ];
 
-/// `out = sum_j p[j] * values[j]` over the rows of `values` (`out.len()` wide), each element
-/// accumulated from 0 in ascending `j` as `o + p * x` (a product, then a sum: no fused
-/// multiply-add), whatever the vector width.
+/// `out += sum_j p[j] * values[j]` over the rows of `values` (`out.len()` wide), each element
+/// accumulated onto `out` in ascending `j` as the fused `p * x + o`, whatever the vector
+/// width; so consecutive calls over consecutive blocks of rows give one call's bits.
 fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::rowwise::simd_available() {
@@ -174,10 +260,9 @@ fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
         return;
     }
     let hd = out.len();
-    out.fill(0.0);
     for (&p, value) in p.iter().zip(values.chunks_exact(hd)) {
         for (o, &x) in out.iter_mut().zip(value) {
-            *o += p * x;
+            *o = p.mul_add(x, *o);
         }
     }
 }
@@ -187,6 +272,60 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{add_lanes, exp_nonpositive, EXP_MIN, EXP_POLY, LANES, LN2_HI, LN2_LO};
+
+    /// [`super::key_scores`]: the query's chunks of 8 in registers (kept there for Llama's
+    /// head sizes 64 and 128), eight keys at a time, reduced together.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn key_scores(query: &[f32], keys: &[f32], scores: &mut [f32]) {
+        match query.len() / 8 {
+            8 => unsafe { scores_of::<8>(query, keys, scores) },
+            16 => unsafe { scores_of::<16>(query, keys, scores) },
+            _ => {
+                for (s, key) in scores.iter_mut().zip(keys.chunks_exact(query.len())) {
+                    *s = super::key_score(query, key);
+                }
+            }
+        }
+    }
+
+    /// [`key_scores`] for a query of `8 * C` values plus a tail.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_of<const C: usize>(query: &[f32], keys: &[f32], scores: &mut [f32]) {
+        let hd = query.len();
+        let full = 8 * C;
+        assert!(keys.len() >= scores.len() * hd && hd >= full);
+        // SAFETY: 8 * C <= hd values of the query.
+        let q: [__m256; C] =
+            std::array::from_fn(|c| unsafe { _mm256_loadu_ps(query.as_ptr().add(8 * c)) });
+        let tail = |sum: f32, key: &[f32]| {
+            query[full..]
+                .iter()
+                .zip(&key[full..hd])
+                .fold(sum, |s, (a, b)| a.mul_add(*b, s))
+        };
+        let groups = scores.len() / 8;
+        for g in 0..groups {
+            let kp = |r: usize, c: usize| unsafe { keys.as_ptr().add((8 * g + r) * hd + 8 * c) };
+            // SAFETY: key 8g + r < scores.len() has hd values in `keys`.
+            let mut acc: [__m256; 8] =
+                std::array::from_fn(|r| unsafe { _mm256_mul_ps(q[0], _mm256_loadu_ps(kp(r, 0))) });
+            for (c, &qc) in q.iter().enumerate().skip(1) {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    *a = unsafe { _mm256_fmadd_ps(qc, _mm256_loadu_ps(kp(r, c)), *a) };
+                }
+            }
+            let mut sums = [0f32; 8];
+            // SAFETY: `sums` holds 8 floats.
+            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), crate::rowwise::reduce8(acc)) };
+            for (r, sum) in sums.into_iter().enumerate() {
+                scores[8 * g + r] = tail(sum, &keys[(8 * g + r) * hd..]);
+            }
+        }
+        for j in 8 * groups..scores.len() {
+            scores[j] = super::key_score(query, &keys[j * hd..][..hd]);
+        }
+    }
 
     /// [`super::softmax`], 8 lanes at a time.
     #[target_feature(enable = "avx2,fma")]
@@ -268,20 +407,22 @@ mod avx2 {
 
     /// [`super::weighted_sum`] with the output held in registers, 64 then 8 lanes at a time;
     /// each lane goes through the portable code's operations in its order.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
         let hd = out.len();
         let rows = p.len().min(values.len() / hd);
         let pv = values.as_ptr();
         let mut d = 0;
         while d + 64 <= hd {
-            let mut acc = [_mm256_setzero_ps(); 8];
+            // SAFETY: d + 64 <= hd = out.len().
+            let mut acc: [__m256; 8] =
+                std::array::from_fn(|r| unsafe { _mm256_loadu_ps(out.as_ptr().add(d + 8 * r)) });
             for (j, &pj) in p[..rows].iter().enumerate() {
                 let pj = _mm256_set1_ps(pj);
                 for (r, a) in acc.iter_mut().enumerate() {
                     // SAFETY: j < rows and d + 8 * r + 8 <= hd: inside row j of `values`.
                     let x = unsafe { _mm256_loadu_ps(pv.add(j * hd + d + 8 * r)) };
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(pj, x));
+                    *a = _mm256_fmadd_ps(pj, x, *a);
                 }
             }
             for (r, a) in acc.iter().enumerate() {
@@ -291,20 +432,20 @@ mod avx2 {
             d += 64;
         }
         while d + 8 <= hd {
-            let mut a = _mm256_setzero_ps();
+            // SAFETY: d + 8 <= hd = out.len().
+            let mut a = unsafe { _mm256_loadu_ps(out.as_ptr().add(d)) };
             for (j, &pj) in p[..rows].iter().enumerate() {
                 // SAFETY: as above, for one register.
                 let x = unsafe { _mm256_loadu_ps(pv.add(j * hd + d)) };
-                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(pj), x));
+                a = _mm256_fmadd_ps(_mm256_set1_ps(pj), x, a);
             }
             // SAFETY: d + 8 <= hd = out.len().
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(d), a) };
             d += 8;
         }
         for (e, o) in out.iter_mut().enumerate().skip(d) {
-            *o = 0.0;
             for (j, &pj) in p[..rows].iter().enumerate() {
-                *o += pj * values[j * hd + e];
+                *o = pj.mul_add(values[j * hd + e], *o);
             }
         }
     }
@@ -416,7 +557,9 @@ mod tests {
         };
         let hd = shape.head_dim;
         let scale = 0.125;
-        let specs = [(40, 0, 1), (300, 211, 3), (64, 63, 1)]; // (capacity, start, rows)
+        // (capacity, start, rows): 9 rows together are attended a row's 4 heads at a time,
+        // each sequence alone one head at a time; 214 positions are four blocks of keys.
+        let specs = [(40, 0, 1), (300, 211, 3), (64, 63, 1), (80, 60, 4)];
         let data: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = specs
             .iter()
             .enumerate()
@@ -484,17 +627,42 @@ mod tests {
     }
 
     #[test]
+    fn simd_key_scores_equal_the_portable_code() {
+        for hd in [64, 128, 72, 75, 5] {
+            let keys = random(37 * hd, 7);
+            let query = random(hd, 8);
+            let mut got = vec![f32::NAN; 37];
+            key_scores(&query, &keys, &mut got);
+            for (j, key) in keys.chunks_exact(hd).enumerate() {
+                assert_eq!(
+                    got[j].to_bits(),
+                    key_score(&query, key).to_bits(),
+                    "{hd}: {j}"
+                );
+                let exact: f64 = query
+                    .iter()
+                    .zip(key)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                assert!((got[j] as f64 - exact).abs() < 1e-5, "{hd}: {j}");
+            }
+        }
+    }
+
+    #[test]
     fn simd_weighted_sum_equals_the_portable_loop() {
         for hd in [64, 128, 75, 8, 5] {
             let rows = 37;
             let p = random(rows, 5);
             let values = random(rows * hd, 6);
-            let mut got = vec![f32::NAN; hd];
-            weighted_sum(&p, &values, &mut got);
+            // Two calls over two blocks of rows, onto zeros: one pass's bits.
+            let mut got = vec![0f32; hd];
+            weighted_sum(&p[..16], &values[..16 * hd], &mut got);
+            weighted_sum(&p[16..], &values[16 * hd..], &mut got);
             let mut want = vec![0f32; hd];
             for (&p, value) in p.iter().zip(values.chunks_exact(hd)) {
                 for (o, &x) in want.iter_mut().zip(value) {
-                    *o += p * x;
+                    *o = p.mul_add(x, *o);
                 }
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -302,47 +302,6 @@ fn long_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> 
     out_t
 }
 
-/// `sum(a * b)` over the common length, with the same fixed lane split and reduction order as
-/// every product of [`forward`] (the fused-attention kernel uses it for its scores).
-pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    if simd_available() {
-        dot1_fma(a, b)
-    } else {
-        dot(a, b, |a, b, c| a * b + c)
-    }
-}
-
-/// `out[j] = dot_f32(a, rows[j * a.len()..][..a.len()])` for each row of `rows` (as many as
-/// `out` holds): the same products as [`dot_f32`], in one call (no per-row dispatch).
-pub(crate) fn dots_f32(a: &[f32], rows: &[f32], out: &mut [f32]) {
-    let n = a.len();
-    assert!(rows.len() >= out.len() * n, "fewer rows than outputs");
-    if simd_available() {
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: `simd_available()` saw AVX2, FMA and F16C on this CPU.
-            unsafe { avx2::dots(a, rows, out) };
-            return;
-        }
-    }
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(n)) {
-        *o = dot_f32(a, row);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
-    // SAFETY: only called when `simd_available()` saw AVX2, FMA and F16C on this CPU.
-    unsafe { avx2::dot1(a, b) }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn dot1_fma(a: &[f32], b: &[f32]) -> f32 {
-    dot(a, b, f32::mul_add)
-}
-
 /// `sum` plus the products of the tail of a dot product (past its chunks of 32), in order:
 /// the last step of every SIMD dot product here.
 #[cfg(target_arch = "x86_64")]
@@ -385,6 +344,10 @@ fn block_fma<W: Weight>(x: &[f32], in_features: usize, w_block: &[W], out_block:
 /// well). Each dot product keeps four vector accumulators (32 lanes) over the full chunks of 32,
 /// reduced in a fixed order, then the tail in order; two input rows share each weight load, which
 /// changes nothing in either row's arithmetic.
+/// Eight 8-lane sums reduced at once (used by the attention's scores too).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::reduce8;
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -498,7 +461,7 @@ mod avx2 {
     /// additions in the same order: halves `l_k + l_(k+4)` (a 128-bit lane swap), then
     /// adjacent pairs twice (`hadd`).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn reduce8(s: [__m256; 8]) -> __m256 {
+    pub(crate) fn reduce8(s: [__m256; 8]) -> __m256 {
         // For products a, b: [a0+a4, a1+a5, a2+a6, a3+a7, b0+b4, b1+b5, b2+b6, b3+b7].
         let halves = |a: __m256, b: __m256| {
             _mm256_add_ps(
@@ -513,31 +476,6 @@ mod avx2 {
         let u = _mm256_hadd_ps(t45, t67);
         let r = _mm256_hadd_ps(v, u);
         _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-    }
-
-    /// [`super::dots_f32`] on this CPU: [`dot1`]'s products, eight rows' reductions at a time.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dots(a: &[f32], rows: &[f32], out: &mut [f32]) {
-        let n = a.len();
-        let full = n / 32 * 32;
-        let done = out.len() / 8 * 8;
-        let mut groups = out.chunks_exact_mut(8);
-        for (g, outs) in groups.by_ref().enumerate() {
-            let row = |r: usize| &rows[(8 * g + r) * n..][..n];
-            // SAFETY: same CPU features as this function; each row holds n values.
-            let s = std::array::from_fn(|r| pair_sums(unsafe { chunk_sums(a, row(r), full) }));
-            let mut sums = [0f32; 8];
-            // SAFETY: `sums` holds eight floats.
-            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(s)) };
-            for (r, (o, sum)) in outs.iter_mut().zip(sums).enumerate() {
-                *o = super::add_tail(sum, &a[full..], &row(r)[full..]);
-            }
-        }
-        let rest = groups.into_remainder();
-        for (o, row) in rest.iter_mut().zip(rows[done * n..].chunks_exact(n)) {
-            // SAFETY: same CPU features as this function.
-            *o = unsafe { dot1(a, row) };
-        }
     }
 
     /// `sum(a * w)`; `a` and `w` have the same length.
@@ -862,24 +800,6 @@ mod tests {
                     assert_eq!(row, &alone[i], "{dtype:?}, row {i} of {n}");
                 }
             }
-        }
-    }
-
-    #[test]
-    fn many_dot_products_equal_each_alone() {
-        // 67 rows: eight groups of eight and a remainder; 77 values: a tail after the chunks.
-        let (rows, n) = (67, 77);
-        let a = random(n, 7);
-        let w: Vec<f32> = random(rows * n, 8)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * 10f32.powi((i % 13) as i32 - 6)) // the order shows in the bits
-            .collect();
-        let mut out = vec![f32::NAN; rows];
-        dots_f32(&a, &w, &mut out);
-        for (j, o) in out.iter().enumerate() {
-            let alone = dot_f32(&a, &w[j * n..][..n]);
-            assert_eq!(o.to_bits(), alone.to_bits(), "row {j}");
         }
     }
 
