@@ -255,7 +255,7 @@ const EXP_POLY: [f32; 6] = [
 fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::rowwise::simd_available() {
-        // SAFETY: `simd_available()` saw AVX2 on this CPU.
+        // SAFETY: `simd_available()` saw AVX2 and FMA on this CPU.
         unsafe { avx2::weighted_sum(p, values, out) };
         return;
     }
