@@ -486,34 +486,43 @@ unsafe fn pairs_products<T: RowTiles, const P: usize>(
     step: usize,
     mut put: impl FnMut(usize, usize, &[f32; ROWS]),
 ) {
-    // `[pair][group][activation][row]` for up to 8 activation rows.
-    fn pad<const A: usize, const P: usize>(
+    /// Each group's 8 rows for each activation row of a call (`got`:
+    /// `[pair][group][activation][row]`), to `put`.
+    fn each<const A: usize, const P: usize>(
         got: [[[[f32; ROWS]; A]; 2]; P],
-    ) -> [[[[f32; ROWS]; 8]; 2]; P] {
-        got.map(|p| p.map(|g| std::array::from_fn(|j| g.get(j).copied().unwrap_or_default())))
-    }
-    for (a0, some) in acts.chunks(step).enumerate().map(|(i, c)| (step * i, c)) {
-        // SAFETY: the caller's guarantee; `some` has 1 to 8 rows.
-        let lanes = unsafe {
-            match some {
-                [a] => pad(T::rows_pairs::<1, P>(pairs, [a])),
-                [a, b] => pad(T::rows_pairs::<2, P>(pairs, [a, b])),
-                [a, b, c] => pad(T::rows_pairs::<3, P>(pairs, [a, b, c])),
-                [a, b, c, d] => pad(T::rows_pairs::<4, P>(pairs, [a, b, c, d])),
-                [a, b, c, d, e] => pad(T::rows_pairs::<5, P>(pairs, [a, b, c, d, e])),
-                [a, b, c, d, e, f] => pad(T::rows_pairs::<6, P>(pairs, [a, b, c, d, e, f])),
-                [a, b, c, d, e, f, g] => pad(T::rows_pairs::<7, P>(pairs, [a, b, c, d, e, f, g])),
-                [a, b, c, d, e, f, g, h] => {
-                    pad(T::rows_pairs::<8, P>(pairs, [a, b, c, d, e, f, g, h]))
-                }
-                _ => unreachable!(),
-            }
-        };
-        for (p, pair) in lanes.iter().enumerate() {
+        a0: usize,
+        put: &mut impl FnMut(usize, usize, &[f32; ROWS]),
+    ) {
+        for (p, pair) in got.iter().enumerate() {
             for (g, group) in pair.iter().enumerate() {
-                for (j, lane) in group.iter().take(some.len()).enumerate() {
+                for (j, lane) in group.iter().enumerate() {
                     put(2 * p + g, a0 + j, lane);
                 }
+            }
+        }
+    }
+    for (a0, some) in acts.chunks(step).enumerate().map(|(i, c)| (step * i, c)) {
+        let put = &mut put;
+        // SAFETY: the caller's guarantee; `some` has 1 to 8 rows.
+        unsafe {
+            match some {
+                [a] => each(T::rows_pairs::<1, P>(pairs, [a]), a0, put),
+                [a, b] => each(T::rows_pairs::<2, P>(pairs, [a, b]), a0, put),
+                [a, b, c] => each(T::rows_pairs::<3, P>(pairs, [a, b, c]), a0, put),
+                [a, b, c, d] => each(T::rows_pairs::<4, P>(pairs, [a, b, c, d]), a0, put),
+                [a, b, c, d, e] => each(T::rows_pairs::<5, P>(pairs, [a, b, c, d, e]), a0, put),
+                [a, b, c, d, e, f] => {
+                    each(T::rows_pairs::<6, P>(pairs, [a, b, c, d, e, f]), a0, put)
+                }
+                [a, b, c, d, e, f, g] => {
+                    each(T::rows_pairs::<7, P>(pairs, [a, b, c, d, e, f, g]), a0, put)
+                }
+                [a, b, c, d, e, f, g, h] => each(
+                    T::rows_pairs::<8, P>(pairs, [a, b, c, d, e, f, g, h]),
+                    a0,
+                    put,
+                ),
+                _ => unreachable!(),
             }
         }
     }
