@@ -26,7 +26,7 @@ pub struct Q8KBlock {
 /// exact).
 pub(crate) fn quantize(x: &[f32]) -> Vec<Q8KBlock> {
     #[cfg(target_arch = "x86_64")]
-    if avx512() {
+    if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F.
         return x
             .chunks_exact(QK_K)
@@ -34,12 +34,6 @@ pub(crate) fn quantize(x: &[f32]) -> Vec<Q8KBlock> {
             .collect();
     }
     x.chunks_exact(QK_K).map(block).collect()
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
 /// One block, portable code.
