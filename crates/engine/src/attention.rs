@@ -80,20 +80,11 @@ pub(crate) fn attend_rows(
         let (seq, cap) = (&seqs[s], capacity[s]);
         let (r, rows) = (row - first[s], first[s + 1] - first[s]);
         let kv = head / group;
-        let queries: Vec<&[f32]> = (head..head + heads)
-            .map(|h| &seq.q[(h * rows + r) * hd..][..hd])
-            .collect();
+        let query = |i: usize| &seq.q[((head + i) * rows + r) * hd..][..hd];
         let keys = &seq.k[kv * cap * hd..][..cap * hd];
         let values = &seq.v[kv * cap * hd..][..cap * hd];
-        heads_of_one_row(
-            &queries,
-            keys,
-            values,
-            hd,
-            seq.start_pos + r + 1,
-            scale,
-            out,
-        );
+        let visible = seq.start_pos + r + 1;
+        heads_of_one_row(query, keys, values, hd, visible, scale, out);
     });
     out
 }
@@ -103,10 +94,11 @@ pub(crate) fn attend_rows(
 /// blocks give each score the operations of one pass over all keys.
 const KV_BLOCK: usize = 64;
 
-/// Attention of one row's queries (heads sharing one kv head) over the first `visible`
-/// positions of that kv head: `out` holds the heads' outputs one after the other.
-fn heads_of_one_row(
-    queries: &[&[f32]],
+/// Attention of one row's queries (`query(i)` for each of the heads that share one kv head)
+/// over the first `visible` positions of that kv head: `out` holds the heads' outputs one
+/// after the other, `hd` values each.
+fn heads_of_one_row<'a>(
+    query: impl Fn(usize) -> &'a [f32],
     keys: &[f32],
     values: &[f32],
     hd: usize,
@@ -114,20 +106,21 @@ fn heads_of_one_row(
     scale: f32,
     out: &mut [f32],
 ) {
+    let heads = out.len() / hd;
     thread_local! {
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     SCORES.with_borrow_mut(|scratch| {
         // Every score is written before it is read.
-        let need = queries.len() * visible;
+        let need = heads * visible;
         if scratch.len() < need {
             scratch.resize(need, 0.0);
         }
         let scores = &mut scratch[..need];
         for at in (0..visible).step_by(KV_BLOCK) {
             let end = (at + KV_BLOCK).min(visible);
-            for (query, scores) in queries.iter().zip(scores.chunks_exact_mut(visible)) {
-                key_scores(query, &keys[at * hd..end * hd], &mut scores[at..end]);
+            for (i, scores) in scores.chunks_exact_mut(visible).enumerate() {
+                key_scores(query(i), &keys[at * hd..end * hd], &mut scores[at..end]);
             }
         }
         for scores in scores.chunks_exact_mut(visible) {
@@ -145,9 +138,9 @@ fn heads_of_one_row(
 
 /// `scores[j] = query · keys[j]` for the rows of `keys` (`query.len()` wide), by 8-lane
 /// partial sums: lane `l` is `q[l] * k[l]`, then `+ q[8c + l] * k[8c + l]` fused for each further
-/// chunk `c` of 8; the lanes are added as `((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7))`,
-/// then the values past the last whole chunk one by one (fused). The SIMD code keeps the query
-/// in registers and does eight keys at once, each with these operations.
+/// chunk `c` of 8; the lanes are added by [`add_lanes`], then the values past the last whole
+/// chunk one by one (fused). The SIMD code keeps the query in registers and does eight keys at
+/// once, each with these operations.
 fn key_scores(query: &[f32], keys: &[f32], scores: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if crate::rowwise::simd_available() {
@@ -175,11 +168,7 @@ fn key_score(q: &[f32], k: &[f32]) -> f32 {
             }
         }
     }
-    let mut sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-    for t in full..q.len() {
-        sum = q[t].mul_add(k[t], sum);
-    }
-    sum
+    crate::rowwise::add_tail(add_lanes(l), &q[full..], &k[full..q.len()])
 }
 
 /// Lanes of the softmax's sums: element `j` goes to lane `j % LANES` (in ascending `j`), the
@@ -211,9 +200,11 @@ fn softmax(scores: &mut [f32], scale: f32) {
     }
 }
 
-/// The lanes' total: `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+/// The total of 8 lanes, `((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7))`: the order of
+/// [`crate::rowwise::reduce8`], which the SIMD scores use; the softmax's sums use it too.
+#[inline(always)]
 fn add_lanes(l: [f32; LANES]) -> f32 {
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
 /// Cephes' `expf` polynomial (relative error ~1e-7 on [-87, 0]) for the softmax's exponents,
@@ -297,12 +288,6 @@ mod avx2 {
         // SAFETY: 8 * C <= hd values of the query.
         let q: [__m256; C] =
             std::array::from_fn(|c| unsafe { _mm256_loadu_ps(query.as_ptr().add(8 * c)) });
-        let tail = |sum: f32, key: &[f32]| {
-            query[full..]
-                .iter()
-                .zip(&key[full..hd])
-                .fold(sum, |s, (a, b)| a.mul_add(*b, s))
-        };
         let groups = scores.len() / 8;
         for g in 0..groups {
             let kp = |r: usize, c: usize| unsafe { keys.as_ptr().add((8 * g + r) * hd + 8 * c) };
@@ -319,7 +304,8 @@ mod avx2 {
             // SAFETY: `sums` holds 8 floats.
             unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), crate::rowwise::reduce8(acc)) };
             for (r, sum) in sums.into_iter().enumerate() {
-                scores[8 * g + r] = tail(sum, &keys[(8 * g + r) * hd..]);
+                let key = &keys[(8 * g + r) * hd..][..hd];
+                scores[8 * g + r] = crate::rowwise::add_tail(sum, &query[full..], &key[full..]);
             }
         }
         for j in 8 * groups..scores.len() {

@@ -302,11 +302,10 @@ fn long_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> 
     out_t
 }
 
-/// `sum` plus the products of the tail of a dot product (past its chunks of 32), in order:
-/// the last step of every SIMD dot product here.
-#[cfg(target_arch = "x86_64")]
+/// `sum` plus the products of the tail of a dot product (past its whole chunks), in order,
+/// fused: the last step of every SIMD dot product here and of the attention's scores.
 #[inline]
-fn add_tail<W: Weight>(mut sum: f32, a: &[f32], w: &[W]) -> f32 {
+pub(crate) fn add_tail<W: Weight>(mut sum: f32, a: &[f32], w: &[W]) -> f32 {
     for (&va, &vw) in a.iter().zip(w) {
         sum = va.mul_add(vw.to_f32(), sum);
     }
