@@ -236,7 +236,25 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
         }
         let acts = super::quantize_rows(x, self.cols, T::Plain::quantize);
         let simd = simd_available();
-        let mut out_t = vec![0f32; self.rows * n]; // (rows, n)
+        // The product (n, rows), written in place: each task's groups are its own 8-row runs of
+        // every activation row's output (a transposed result and a transposing pass into a
+        // second buffer cost a batched step's main thread an allocation, a fill and a copy).
+        let rows = self.rows;
+        let mut out = vec![0f32; n * rows];
+        let base = crate::pool::SendPtr::new(out.as_mut_ptr());
+        // `lane`: the 8 rows of group `group` with activation row `a`.
+        let put = |group: usize, a: usize, lane: &[f32; ROWS]| {
+            assert!(
+                a < n && (group + 1) * ROWS <= rows,
+                "no group {group} of row {a}"
+            );
+            // SAFETY: checked inside `out`; each group belongs to exactly one task, so no two
+            // threads write the same values, and `out` outlives the parallel calls.
+            unsafe {
+                let dst = base.get().add(a * rows + group * ROWS);
+                std::ptr::copy_nonoverlapping(lane.as_ptr(), dst, ROWS);
+            }
+        };
         #[cfg(target_arch = "x86_64")]
         if simd
             && T::PAIRS
@@ -246,31 +264,45 @@ impl<T: RowTiles> PackedMatrix for Interleaved<T> {
             && pairs_available()
         {
             // SAFETY: PAIRS and pairs_available() hold.
-            unsafe { stream_products::<T>(self, &acts, &mut out_t) };
-            return crate::pool::transpose(out_t, self.rows, n);
+            unsafe { stream_products::<T>(self, &acts, put) };
+            return out;
         }
         #[cfg(target_arch = "x86_64")]
         if simd && T::PAIRS && (self.rows / ROWS).is_multiple_of(2) && pairs_available() {
-            crate::pool::for_each_chunk_mut(&mut out_t, 2 * ROWS * n, |pair, out| {
-                // SAFETY: PAIRS and pairs_available() hold.
-                unsafe {
-                    pair_products::<T>(self.group(2 * pair), self.group(2 * pair + 1), &acts, out)
-                };
+            crate::pool::for_each_range(rows / ROWS / 2, |pairs| {
+                for pair in pairs {
+                    let (first, second) = (self.group(2 * pair), self.group(2 * pair + 1));
+                    // SAFETY: PAIRS and pairs_available() hold.
+                    unsafe {
+                        pair_products::<T>(first, second, &acts, |g, a, lane| {
+                            put(2 * pair + g, a, lane)
+                        })
+                    };
+                }
             });
-            return crate::pool::transpose(out_t, self.rows, n);
+            return out;
         }
-        crate::pool::for_each_chunk_mut(&mut out_t, ROWS * n, |group, out| {
-            group_products::<T>(self.group(group), &acts, out, simd);
+        crate::pool::for_each_range(rows / ROWS, |groups| {
+            for group in groups {
+                group_products::<T>(self.group(group), &acts, simd, |a, lane| {
+                    put(group, a, lane)
+                });
+            }
         });
-        crate::pool::transpose(out_t, self.rows, n)
+        out
     }
 }
 
-/// `out[r * n + a]` for the 8 rows of a group (`tiles`) and every activation row.
-fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f32], simd: bool) {
-    let n = acts.len();
+/// `put(a, lane)`: the 8 rows of a group (`tiles`) with each activation row `a`.
+fn group_products<T: RowTiles>(
+    tiles: &[u8],
+    acts: &[Vec<Act<T>>],
+    simd: bool,
+    mut put: impl FnMut(usize, &[f32; ROWS]),
+) {
     #[cfg(target_arch = "x86_64")]
     if simd {
+        let n = acts.len();
         // Activation rows per pass over the tiles: 4 where the format's kernel takes them.
         let step = if T::AVX512_ACTS == 4 && n > 2 && Isa::Avx512Vnni.available() {
             4
@@ -291,18 +323,14 @@ fn group_products<T: RowTiles>(tiles: &[u8], acts: &[Vec<Act<T>>], out: &mut [f3
                 }
             }
             for (j, lane) in lanes.iter().take(some.len()).enumerate() {
-                for (r, &v) in lane.iter().enumerate() {
-                    out[r * n + a0 + j] = v;
-                }
+                put(a0 + j, lane);
             }
         }
         return;
     }
     let _ = simd;
-    for r in 0..ROWS {
-        for (j, a) in acts.iter().enumerate() {
-            out[r * n + j] = T::dot(tiles, r, a);
-        }
+    for (j, a) in acts.iter().enumerate() {
+        put(j, &std::array::from_fn(|r| T::dot(tiles, r, a)));
     }
 }
 
@@ -412,45 +440,39 @@ pub(crate) mod pair {
     }
 }
 
-/// `out_t[r * n + a]` for every row `r` of `matrix` and activation row `a`, [`STREAM_PAIRS`]
+/// `put(group, a, lane)` for every group of `matrix` and activation row `a`, [`STREAM_PAIRS`]
 /// pairs of groups at a time and [`RowTiles::STREAM_STEP`] activation rows per kernel call:
 /// task `t` of `q = groups / 4` takes groups `t`, `t + q`, `t + 2q` and `t + 3q`, so the pool's
 /// threads, each given a run of tasks, read four distant runs of weights side by side.
 ///
 /// # Safety
 /// [`RowTiles::PAIRS`] and [`pairs_available`] hold; the groups are a multiple of
-/// `2 * STREAM_PAIRS`; `out_t` holds `matrix.rows * acts.len()` values.
+/// `2 * STREAM_PAIRS`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn stream_products<T: RowTiles>(
     matrix: &Interleaved<T>,
     acts: &[Vec<Act<T>>],
-    out_t: &mut [f32],
+    put: impl Fn(usize, usize, &[f32; ROWS]) + Sync,
 ) {
-    let n = acts.len();
     let quarter = matrix.rows / ROWS / (2 * STREAM_PAIRS);
-    assert!(out_t.len() == matrix.rows * n);
-    let out = crate::pool::SendPtr::new(out_t.as_mut_ptr());
     crate::pool::for_each_range(quarter, |tasks| {
         for t in tasks {
             let g: [usize; 2 * STREAM_PAIRS] = std::array::from_fn(|k| t + k * quarter);
             let pairs: [(&[u8], &[u8]); STREAM_PAIRS] =
                 std::array::from_fn(|p| (matrix.group(g[2 * p]), matrix.group(g[2 * p + 1])));
-            let put = |k: usize, a: usize, lane: &[f32; ROWS]| {
-                for (r, &v) in lane.iter().enumerate() {
-                    // SAFETY: row `g[k] * ROWS + r` < matrix.rows and a < n, so the index is
-                    // inside `out_t`; each group belongs to exactly one task, so no two threads
-                    // write the same value, and `out_t` is borrowed for the whole call.
-                    unsafe { *out.get().add((g[k] * ROWS + r) * n + a) = v };
-                }
-            };
             // SAFETY: the caller's guarantee (the kernels' CPU features); a step of 1 to 8.
-            unsafe { pairs_products::<T, STREAM_PAIRS>(pairs, acts, T::STREAM_STEP, put) };
+            unsafe {
+                pairs_products::<T, STREAM_PAIRS>(pairs, acts, T::STREAM_STEP, |k, a, lane| {
+                    put(g[k], a, lane)
+                })
+            };
         }
     });
 }
 
-/// `out[r * n + a]` for the 16 rows of two groups and every activation row, up to
-/// [`RowTiles::AVX512_ACTS`] activation rows per pass over the tiles.
+/// `put(g, a, lane)` for the 8 rows of each of two groups (`g` 0: `first`, 1: `second`) and
+/// every activation row `a`, up to [`RowTiles::AVX512_ACTS`] activation rows per pass over the
+/// tiles.
 ///
 /// # Safety
 /// [`RowTiles::PAIRS`] and [`pairs_available`] hold.
@@ -459,18 +481,11 @@ unsafe fn pair_products<T: RowTiles>(
     first: &[u8],
     second: &[u8],
     acts: &[Vec<Act<T>>],
-    out: &mut [f32],
+    put: impl FnMut(usize, usize, &[f32; ROWS]),
 ) {
-    let n = acts.len();
     let step = T::AVX512_ACTS.min(4);
     // SAFETY: the caller's guarantee; a step of 1 to 4.
-    unsafe {
-        pairs_products::<T, 1>([(first, second)], acts, step, |g, a, lane| {
-            for (r, &v) in lane.iter().enumerate() {
-                out[(g * ROWS + r) * n + a] = v;
-            }
-        })
-    }
+    unsafe { pairs_products::<T, 1>([(first, second)], acts, step, put) }
 }
 
 /// The products of `P` pairs of groups ([`RowTiles::rows_pairs`]) with every activation row,
