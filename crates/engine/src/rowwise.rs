@@ -88,22 +88,19 @@ fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     let Storage::Cpu(cpu) = &*storage else {
         return Ok(None);
     };
-    let out = if long {
-        match cpu {
-            CpuStorage::F32(all) => long_products(&x_data, in_features, &all[start..end]),
-            CpuStorage::BF16(all) => long_products(&x_data, in_features, &all[start..end]),
-            CpuStorage::F16(all) => long_products(&x_data, in_features, &all[start..end]),
-            _ => return Ok(None),
+    // The product (rows, out), from either path, for any weight type.
+    fn rows_by_out<W: Weight>(x: &[f32], k: usize, w: &[W], long: bool) -> Vec<f32> {
+        if long {
+            return long_products(x, k, w);
         }
-    } else {
         // Transposed output (out, rows): each task owns the rows of its block of weights.
-        let out_t = match cpu {
-            CpuStorage::F32(all) => products(&x_data, in_features, &all[start..end]),
-            CpuStorage::BF16(all) => products(&x_data, in_features, &all[start..end]),
-            CpuStorage::F16(all) => products(&x_data, in_features, &all[start..end]),
-            _ => return Ok(None),
-        };
-        crate::pool::transpose(out_t, out_features, rows) // (rows, out)
+        crate::pool::transpose(products(x, k, w), w.len() / k, x.len() / k)
+    }
+    let out = match cpu {
+        CpuStorage::F32(all) => rows_by_out(&x_data, in_features, &all[start..end], long),
+        CpuStorage::BF16(all) => rows_by_out(&x_data, in_features, &all[start..end], long),
+        CpuStorage::F16(all) => rows_by_out(&x_data, in_features, &all[start..end], long),
+        _ => return Ok(None),
     };
     drop(storage);
 
