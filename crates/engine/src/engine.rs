@@ -22,9 +22,10 @@ use crate::tokenizer::Tokenizer;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     pub device: DeviceChoice,
-    /// Compute Q4_1 weights dequantized to f32 instead of with llama.cpp's Q4_1 x Q8_1
-    /// arithmetic: the exact weights, without 8-bit activation rounding (a verification aid:
-    /// it makes a Q4_1 file comparable with a dequantized reference; 7x the memory).
+    /// Compute Q4_1 weights dequantized to f32 instead of as Q4_1 x Q8_1 products (activations
+    /// rounded to 8 bits as llama.cpp does): the exact weights, without that rounding (a
+    /// verification aid: it makes a Q4_1 file comparable with a dequantized reference; 7x the
+    /// memory).
     pub dequantize_q4_1: bool,
 }
 

@@ -329,7 +329,7 @@ pub fn generate_reusing(
     let mut seq = Sequence::prefill(model, cache, prompt, opts, prefix)?;
     let mut done = seq.accept(tokenizer, observer)?;
     // Verification rows equal one-token steps bit for bit only with the CPU's decode-sized
-    // kernels (`rowwise`, `attention`, `q4_1`); elsewhere drafting could change the output.
+    // kernels (`rowwise`, `attention`, `quant`); elsewhere drafting could change the output.
     let lookup = opts
         .prompt_lookup
         .filter(|_| opts.sampling.is_greedy() && model.device().is_cpu());

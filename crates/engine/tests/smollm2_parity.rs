@@ -2,11 +2,12 @@
 //! fetched by `scripts/fetch-test-assets.sh`), golden outputs from llama-cpp-python written by
 //! `scripts/engine/make_golden.py` into `tests/fixtures/smollm2_*`.
 //!
-//! The engine computes Q4_1 products with llama.cpp's own arithmetic (`crate::q4_1`: activations
-//! rounded to Q8_1, the same integer and float steps; bit-exact against llama.cpp on the tiny
-//! model, `tests/tensor_types.rs`). Over 30 layers, though, the 8-bit rounding of activations
-//! turns the last-ulp differences of other operations (RMSNorm, softmax and RoPE are summed in
-//! different orders, llama.cpp sums RMSNorm in double) into occasional rounding flips, which
+//! The engine computes Q4_1 products as llama.cpp does up to the float steps (`crate::quant::q4_1`:
+//! activations rounded to Q8_1, the same exact integer sums; each block's sum scaled in one
+//! fused step where llama.cpp's AVX2 code scales eight partial sums). Over 30 layers the 8-bit
+//! rounding of activations turns those last-ulp differences, and those of other operations
+//! (RMSNorm, softmax and RoPE are summed in different orders, llama.cpp sums RMSNorm in
+//! double), into occasional rounding flips, which
 //! move logits by up to ~1 (llama.cpp's own Q4_1 run differs from its run on the same weights
 //! dequantized to F32, the "F32 twin", by ~1.7). So against llama.cpp on the Q4_1 file we
 //! require logits within `QUANT_TOL`, the same top-1 wherever llama.cpp's top-2 margin is at

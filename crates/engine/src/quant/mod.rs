@@ -3,13 +3,13 @@
 //! llama.cpp multiplies a quantized weight matrix by activations that it first rounds to
 //! 8 bits per block (Q8_1 for Q4_1 weights, Q8_0 for Q8_0, Q8_K for the K-quants), then sums
 //! integer products block by block and scales them in float. Each format here rounds the
-//! activations and sums the integers exactly as llama.cpp does. The plain layouts also do the
-//! float steps in llama.cpp's AVX2 order (the same fused multiply-adds in the same lanes), so
-//! their products agree with llama.cpp's to the last bit or nearly; of the layouts interleaved
-//! by 8 rows ([`interleaved`], used wherever the rows are a multiple of 8), Q4_1 keeps that
-//! order too and Q8_0, Q4_K and Q6_K scale each block's integer sum in one step (float
-//! differences of rounding only). Every kernel asks for the weights it will read next
-//! ([`crate::prefetch`]).
+//! activations and sums the integers exactly as llama.cpp does. The plain layouts of Q8_0, Q4_K
+//! and Q6_K also do the float steps in llama.cpp's AVX2 order (the same fused multiply-adds in
+//! the same lanes), so their products agree with llama.cpp's to the last bit or nearly; the
+//! layouts interleaved by 8 rows ([`interleaved`], used wherever the rows are a multiple of 8),
+//! and both layouts of Q4_1, scale each block's integer sum in one step (float differences of
+//! rounding only; for several activation rows a quarter to half the float work of llama.cpp's
+//! order). Every kernel asks for the weights it will read next ([`crate::prefetch`]).
 //!
 //! Every output element is one call of the dot product of one weight row and one activation
 //! row, so outputs never depend on how many rows are computed together: a batched decode step,

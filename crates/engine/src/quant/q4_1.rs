@@ -2,15 +2,17 @@
 //!
 //! llama.cpp rounds each activation block of 32 to Q8_1 (`quantize_row_q8_1`: scale
 //! `d = max|x| / 127` stored as f16, values `round(x * 127 / max|x|)` to nearest-even, and
-//! `s = d * sum(q)` as f16), then for each weight row computes
-//! `sum_blocks(d_w * d_x * sum(q_w * q_x)) + sum_blocks(m_w * s_x)`, the integer sums in eight
-//! lanes of four products, the scaled sums accumulated per lane with fused multiply-adds in
-//! block order, the lanes added pairwise ([`hsum8`]) and the minimum terms accumulated
-//! separately.
+//! `s = d * sum(q)` as f16); we round them the same way. Per weight row and block, the sum of
+//! the 32 integer products `sumi` is exact; then, block after block, one f32 accumulator takes
+//! `acc = fma(d_w * d_x, sumi, acc)` and `acc = fma(m_w, s_x, acc)` (the block's scaled sum
+//! and its minimum term, as llama.cpp's reference code adds them per block, in fused steps).
+//! llama.cpp's AVX2 code instead scales eight partial sums of four products each and adds the
+//! lanes at the end; the results differ by float rounding only, and one scaled sum per block
+//! is what makes the interleaved kernels ([`super::q4_1_x8`]) cheap for several rows.
 
 use half::f16;
 
-use super::{hsum8, nearest_int, Format};
+use super::{nearest_int, Format};
 
 /// GGML Q4_1: blocks of 32 weights, f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles.
 #[derive(Debug, Clone, Copy)]
@@ -68,27 +70,17 @@ impl Format for Q4_1 {
     }
 
     fn dot(w_row: &[u8], a: &[Q8_1Block]) -> f32 {
-        let mut acc = [0f32; 8];
-        let mut summs = 0f32;
+        let mut acc = 0f32;
         for (block, y) in w_row.chunks_exact(Self::BLOCK_BYTES).zip(a) {
-            let (d0, m) = scales(block);
-            summs = m.mul_add(y.s, summs);
-            let d0d1 = d0 * y.d;
-            let qs = &block[4..];
-            for (lane, acc) in acc.iter_mut().enumerate() {
-                let mut isum = 0i32;
-                for e in 4 * lane..4 * lane + 4 {
-                    let x = if e < 16 {
-                        qs[e] & 0x0F
-                    } else {
-                        qs[e - 16] >> 4
-                    };
-                    isum += x as i32 * y.qs[e] as i32;
-                }
-                *acc = d0d1.mul_add(isum as f32, *acc);
+            let (d, m) = scales(block);
+            let mut sumi = 0i32;
+            for (i, q) in block[4..].iter().enumerate() {
+                sumi += (q & 0x0F) as i32 * y.qs[i] as i32 + (q >> 4) as i32 * y.qs[i + 16] as i32;
             }
+            acc = (d * y.d).mul_add(sumi as f32, acc);
+            acc = m.mul_add(y.s, acc);
         }
-        hsum8(acc) + summs
+        acc
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -102,7 +94,7 @@ impl Format for Q4_1 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::{dispatch_tile, hsum8};
+    use super::super::dispatch_tile;
     use super::{Format, Q8_1Block, Q4_1};
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -116,8 +108,7 @@ mod avx2 {
         let blocks = w[0].len() / Q4_1::BLOCK_BYTES;
         assert!(w.iter().all(|r| r.len() == blocks * Q4_1::BLOCK_BYTES));
         assert!(a.iter().all(|r| r.len() == blocks));
-        let mut acc = [[_mm256_setzero_ps(); A]; W];
-        let mut summs = [[0f32; A]; W];
+        let mut acc = [[0f32; A]; W];
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         for b in 0..blocks {
@@ -148,24 +139,24 @@ mod avx2 {
                     )
                 };
                 for j in 0..A {
-                    summs[k][j] = m.mul_add(ys[j].s, summs[k][j]);
-                    let d0d1 = _mm256_set1_ps(d0 * ys[j].d);
                     let pairs = _mm256_maddubs_epi16(qx, qy[j]); // u8 * i8: no overflow
-                    let quads = _mm256_madd_epi16(pairs, ones);
-                    acc[k][j] = _mm256_fmadd_ps(d0d1, _mm256_cvtepi32_ps(quads), acc[k][j]);
+                    let sumi = hsum_i32(_mm256_madd_epi16(pairs, ones));
+                    acc[k][j] = (d0 * ys[j].d).mul_add(sumi as f32, acc[k][j]);
+                    acc[k][j] = m.mul_add(ys[j].s, acc[k][j]);
                 }
             }
         }
-        let mut out = [[0f32; A]; W];
-        for k in 0..W {
-            for j in 0..A {
-                let mut lanes = [0f32; 8];
-                // SAFETY: 8 f32 fit `lanes`.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[k][j]) };
-                out[k][j] = hsum8(lanes) + summs[k][j];
-            }
-        }
-        out
+        acc
+    }
+
+    /// The sum of the eight lanes (exact: integers).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
     }
 }
 

@@ -5,17 +5,15 @@
 //! row holds weight `i` in its low nibble and weight `i + 16` in its high one, as in the plain
 //! block, so a 32-byte load holds four low and four high weights of each of the eight rows.
 //!
-//! Arithmetic: exactly that of the plain layout ([`super::q4_1`], llama.cpp's order), so a
-//! row's product is the same bits in either layout: per row, eight f32 accumulators, one per
-//! run of four weights of the block (`acc[k] = fma(d_w * d_x, sum of the run's four integer
-//! products, acc[k])`, runs 0-3 the low nibbles of bytes 4k.., runs 4-7 the high ones), the
-//! minimum terms `acc_m = fma(m_w, s_x, acc_m)`, and at the end [`super::hsum8`] of the eight
-//! plus `acc_m`. Each 32-bit lane holds one row, so the eight runs are eight vectors. On CPUs
-//! with AVX-VNNI one `vpdpbusd` makes a run's sum (the nibbles are unsigned, as it wants).
+//! Arithmetic: exactly that of the plain layout ([`super::q4_1`]), so a row's product is the
+//! same bits in either layout: per row and block, the exact integer sum `sumi` of the 32
+//! products, then `acc = fma(d_w * d_x, sumi, acc)` and `acc = fma(m_w, s_x, acc)`. Each 32-bit
+//! lane holds one row; a block's integer sum is eight `vpdpbusd` (VNNI; `maddubs` + `madd`
+//! on AVX2) of four nibbles and four activation bytes each, added as integers (any order
+//! gives the same sum), then one conversion and two fused multiply-adds per activation row.
 
 use half::f16;
 
-use super::hsum8;
 #[cfg(target_arch = "x86_64")]
 use super::interleaved::Isa;
 use super::interleaved::{RowTiles, ROWS};
@@ -54,30 +52,28 @@ impl RowTiles for Q4_1Tiles {
     }
 
     fn dot(tiles: &[u8], lane: usize, a: &[Q8_1Block]) -> f32 {
-        let mut acc = [0f32; 8];
-        let mut acc_m = 0f32;
+        let mut acc = 0f32;
         for (tile, y) in tiles.chunks_exact(TILE_BYTES).zip(a) {
             let half = |at: usize| f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32();
             let (dw, mw) = (half(D + 2 * lane), half(M + 2 * lane));
-            acc_m = mw.mul_add(y.s, acc_m);
-            let d = dw * y.d;
+            let mut sumi = 0i32;
             for g in 0..4 {
-                let (mut lo, mut hi) = (0i32, 0i32);
                 for j in 0..4 {
                     let q = tile[QS + (g * ROWS + lane) * 4 + j];
-                    lo += (q & 0x0F) as i32 * y.qs[4 * g + j] as i32;
-                    hi += (q >> 4) as i32 * y.qs[16 + 4 * g + j] as i32;
+                    sumi += (q & 0x0F) as i32 * y.qs[4 * g + j] as i32
+                        + (q >> 4) as i32 * y.qs[16 + 4 * g + j] as i32;
                 }
-                acc[g] = d.mul_add(lo as f32, acc[g]);
-                acc[4 + g] = d.mul_add(hi as f32, acc[4 + g]);
             }
+            acc = (dw * y.d).mul_add(sumi as f32, acc);
+            acc = mw.mul_add(y.s, acc);
         }
-        hsum8(acc) + acc_m
+        acc
     }
 
+    const AVX512_ACTS: usize = 4;
     const PAIRS: bool = true;
-    // One activation row only: two rows side by side in four groups need 32 accumulators, and
-    // `examples/kernels` measured 2 to 8 rows slower that way than in pairs.
+    // One activation row only: `examples/kernels` measured passes of 2 to 16 rows slower with
+    // four groups side by side (4 or 8 rows per call: the sums spill) than in pairs.
     const STREAM_ROWS: usize = 1;
 
     #[cfg(target_arch = "x86_64")]
@@ -111,60 +107,49 @@ mod x86 {
     use super::{Q8_1Block, D, M, QS, ROWS, TILE_BYTES};
 
     /// The 8 rows of one group of tiles times `A` activation rows (`[activation][row]`).
-    /// `$run(nibbles, x)`: the 8 i32 sums of four products of unsigned nibbles and signed
-    /// activation bytes.
+    /// `$run(sums, nibbles, x)`: `sums` plus the 8 i32 sums of four products of unsigned
+    /// nibbles and signed activation bytes.
     macro_rules! tile_body {
         ($tiles:expr, $a:expr, $A:expr, $run:expr) => {{
             let (tiles, a) = ($tiles, $a);
             let blocks = tiles.len() / TILE_BYTES;
             assert!(a.iter().all(|r| r.len() == blocks));
             let m4 = _mm256_set1_epi8(0x0F);
-            let mut acc = [[_mm256_setzero_ps(); 8]; $A];
-            let mut acc_m = [_mm256_setzero_ps(); $A];
+            let mut acc = [_mm256_setzero_ps(); $A];
             for b in 0..blocks {
                 // SAFETY: b < blocks; every offset below stays inside the tile, and an
                 // activation block holds 32 values.
                 unsafe {
                     let t = tiles.as_ptr().add(b * TILE_BYTES);
                     crate::prefetch::ahead(t, TILE_BYTES);
-                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
-                    let mw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
-                    let mut q8 = [std::ptr::null::<i8>(); $A];
-                    let mut d = [_mm256_setzero_ps(); $A];
-                    for j in 0..$A {
-                        let y = a[j].get_unchecked(b);
-                        q8[j] = y.qs.as_ptr();
-                        acc_m[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s), acc_m[j]);
-                        d[j] = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
-                    }
+                    // Two integer sums per activation row (low and high nibbles), added at the
+                    // end: half the dependent `vpdpbusd` chain.
+                    let mut lo = [_mm256_setzero_si256(); $A];
+                    let mut hi = [_mm256_setzero_si256(); $A];
                     for g in 0..4 {
                         let w = _mm256_loadu_si256(t.add(QS + g * 32) as *const __m256i);
                         let wl = _mm256_and_si256(w, m4);
                         let wh = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
                         for j in 0..$A {
-                            let p = q8[j].add(4 * g);
+                            let p = a[j].get_unchecked(b).qs.as_ptr().add(4 * g);
                             let xl = _mm256_set1_epi32((p as *const i32).read_unaligned());
                             let xh = _mm256_set1_epi32((p.add(16) as *const i32).read_unaligned());
-                            let lo = _mm256_cvtepi32_ps($run(wl, xl));
-                            let hi = _mm256_cvtepi32_ps($run(wh, xh));
-                            acc[j][g] = _mm256_fmadd_ps(d[j], lo, acc[j][g]);
-                            acc[j][4 + g] = _mm256_fmadd_ps(d[j], hi, acc[j][4 + g]);
+                            lo[j] = $run(lo[j], wl, xl);
+                            hi[j] = $run(hi[j], wh, xh);
                         }
+                    }
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+                    let mw = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
+                    for j in 0..$A {
+                        let y = a[j].get_unchecked(b);
+                        let d = _mm256_mul_ps(dw, _mm256_set1_ps(y.d));
+                        let sumi = _mm256_cvtepi32_ps(_mm256_add_epi32(lo[j], hi[j]));
+                        acc[j] = _mm256_fmadd_ps(d, sumi, acc[j]);
+                        acc[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s), acc[j]);
                     }
                 }
             }
-            let mut out = [[0f32; ROWS]; $A];
-            for j in 0..$A {
-                // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
-                let mut r = [_mm256_setzero_ps(); 4];
-                for k in 0..4 {
-                    r[k] = _mm256_add_ps(acc[j][4 + k], acc[j][k]);
-                }
-                let s = _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]));
-                // SAFETY: 8 f32 fit a row of `out`.
-                unsafe { _mm256_storeu_ps(out[j].as_mut_ptr(), _mm256_add_ps(s, acc_m[j])) };
-            }
-            out
+            super::super::interleaved::lanes(acc)
         }};
     }
 
@@ -175,9 +160,9 @@ mod x86 {
         a: [&[Q8_1Block]; A],
     ) -> [[f32; ROWS]; A] {
         let ones = _mm256_set1_epi16(1);
-        tile_body!(tiles, a, A, |w, x| _mm256_madd_epi16(
-            _mm256_maddubs_epi16(w, x),
-            ones
+        tile_body!(tiles, a, A, |s, w, x| _mm256_add_epi32(
+            s,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones)
         ))
     }
 
@@ -188,11 +173,7 @@ mod x86 {
         tiles: &[u8],
         a: [&[Q8_1Block]; A],
     ) -> [[f32; ROWS]; A] {
-        tile_body!(tiles, a, A, |w, x| _mm256_dpbusd_epi32(
-            _mm256_setzero_si256(),
-            w,
-            x
-        ))
+        tile_body!(tiles, a, A, |s, w, x| _mm256_dpbusd_epi32(s, w, x))
     }
 
     /// AVX-VNNI: one `vpdpbusd`.
@@ -201,11 +182,7 @@ mod x86 {
         tiles: &[u8],
         a: [&[Q8_1Block]; A],
     ) -> [[f32; ROWS]; A] {
-        tile_body!(tiles, a, A, |w, x| _mm256_dpbusd_avx_epi32(
-            _mm256_setzero_si256(),
-            w,
-            x
-        ))
+        tile_body!(tiles, a, A, |s, w, x| _mm256_dpbusd_avx_epi32(s, w, x))
     }
 }
 
@@ -226,55 +203,40 @@ mod x86_pair {
     ) -> [[[[f32; ROWS]; A]; 2]; P] {
         let blocks = blocks(&groups, TILE_BYTES, a.iter().map(|r| r.len()));
         let m4 = _mm512_set1_epi8(0x0F);
-        let mut accs = [[[_mm512_setzero_ps(); 8]; A]; P];
-        let mut accs_m = [[_mm512_setzero_ps(); A]; P];
+        let mut accs = [[_mm512_setzero_ps(); A]; P];
         for b in 0..blocks {
-            for ((first, second), (acc, acc_m)) in
-                groups.iter().zip(accs.iter_mut().zip(&mut accs_m))
-            {
+            for ((first, second), acc) in groups.iter().zip(accs.iter_mut()) {
                 // SAFETY: b < blocks; every offset below stays inside the two tiles, and an
                 // activation block holds 32 values.
                 unsafe {
                     let (s, u) = block(first, second, b, TILE_BYTES);
-                    let both16 = |at: usize| both16(s, u, at);
-                    let dw = _mm512_cvtph_ps(both16(D));
-                    let mw = _mm512_cvtph_ps(both16(M));
-                    let mut q8 = [std::ptr::null::<i8>(); A];
-                    let mut d = [_mm512_setzero_ps(); A];
-                    for j in 0..A {
-                        let y = a[j].get_unchecked(b);
-                        q8[j] = y.qs.as_ptr();
-                        acc_m[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), acc_m[j]);
-                        d[j] = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
-                    }
+                    let mut lo = [_mm512_setzero_si512(); A];
+                    let mut hi = [_mm512_setzero_si512(); A];
                     for g in 0..4 {
                         let w = both32(s, u, QS + g * 32);
                         let wl = _mm512_and_si512(w, m4);
                         let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(w), m4);
                         for j in 0..A {
-                            let p = q8[j].add(4 * g);
+                            let p = a[j].get_unchecked(b).qs.as_ptr().add(4 * g);
                             let xl = _mm512_set1_epi32((p as *const i32).read_unaligned());
                             let xh = _mm512_set1_epi32((p.add(16) as *const i32).read_unaligned());
-                            let zero = _mm512_setzero_si512();
-                            let lo = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wl, xl));
-                            let hi = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wh, xh));
-                            acc[j][g] = _mm512_fmadd_ps(d[j], lo, acc[j][g]);
-                            acc[j][4 + g] = _mm512_fmadd_ps(d[j], hi, acc[j][4 + g]);
+                            lo[j] = _mm512_dpbusd_epi32(lo[j], wl, xl);
+                            hi[j] = _mm512_dpbusd_epi32(hi[j], wh, xh);
                         }
+                    }
+                    let dw = _mm512_cvtph_ps(both16(s, u, D));
+                    let mw = _mm512_cvtph_ps(both16(s, u, M));
+                    for j in 0..A {
+                        let y = a[j].get_unchecked(b);
+                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
+                        let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[j], hi[j]));
+                        acc[j] = _mm512_fmadd_ps(d, sumi, acc[j]);
+                        acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), acc[j]);
                     }
                 }
             }
         }
-        // hsum8 of each row's eight accumulators, lane by lane, then the minimums.
-        std::array::from_fn(|p| {
-            let (acc, acc_m) = (&accs[p], &accs_m[p]);
-            split(std::array::from_fn(|j| {
-                let r: [__m512; 4] =
-                    std::array::from_fn(|k| _mm512_add_ps(acc[j][4 + k], acc[j][k]));
-                let sum = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-                _mm512_add_ps(sum, acc_m[j])
-            }))
-        })
+        std::array::from_fn(|p| split(accs[p]))
     }
 }
 
