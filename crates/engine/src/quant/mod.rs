@@ -378,6 +378,116 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
     (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
+/// A block of 32 activations rounded to 8 bits as llama.cpp's `quantize_row_q8_0` and
+/// `quantize_row_q8_1` do: the largest magnitude `amax`, the values `nearest_int(x * 127 /
+/// amax)` (all 0 when `amax` is 0) clamped to a byte, and the sum of the rounded values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Rounded32 {
+    pub(crate) amax: f32,
+    pub(crate) qs: [i8; 32],
+    pub(crate) sum: i32,
+}
+
+/// [`Rounded32`] of each block of 32 in `x`, on 512-bit vectors where the CPU has AVX-512F
+/// (the same float steps per value, so the same bits; blocks with a NaN or an infinity take
+/// the portable code).
+pub(crate) fn round32(x: &[f32]) -> impl Iterator<Item = Rounded32> + '_ {
+    #[cfg(target_arch = "x86_64")]
+    let simd = std::arch::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    x.chunks_exact(32).map(move |v| {
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: the CPU has AVX-512F; `v` holds 32 values.
+            if let Some(r) = unsafe { round32_x86::block(v) } {
+                return r;
+            }
+        }
+        let _ = simd;
+        round32_block(v)
+    })
+}
+
+/// One block of [`round32`], portable code.
+fn round32_block(v: &[f32]) -> Rounded32 {
+    let amax = v.iter().fold(0f32, |m, &e| m.max(e.abs()));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; 32];
+    let mut sum = 0i32;
+    for (q, &e) in qs.iter_mut().zip(v) {
+        let r = nearest_int(e * id);
+        sum += r;
+        *q = r.clamp(-128, 127) as i8;
+    }
+    Rounded32 { amax, qs, sum }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod round32_x86 {
+    use std::arch::x86_64::*;
+
+    use super::Rounded32;
+
+    /// [`super::round32_block`] on two 512-bit vectors, or `None` where a value is not
+    /// finite (the portable code's `max` skips NaNs; this one would not).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `v` holds 32 values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block(v: &[f32]) -> Option<Rounded32> {
+        assert_eq!(v.len(), 32);
+        // SAFETY: two loads of 16 within the 32 values of `v`.
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_ps(v.as_ptr()),
+                _mm512_loadu_ps(v.as_ptr().add(16)),
+            )
+        };
+        let (abs_a, abs_b) = (_mm512_abs_ps(a), _mm512_abs_ps(b));
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs_a, inf)
+            & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs_b, inf);
+        if finite != 0xFFFF {
+            return None;
+        }
+        // The maximum of finite magnitudes is the same whatever the order.
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs_a, abs_b));
+        let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let magic = _mm512_set1_ps(12_582_912.0);
+        // nearest_int: the bits of `x * id + 1.5 * 2^23` (a product, then a sum: not fused),
+        // less 2^22.
+        let round = |x: __m512| {
+            let r = _mm512_add_ps(_mm512_mul_ps(x, id), magic);
+            _mm512_sub_epi32(
+                _mm512_and_si512(_mm512_castps_si512(r), _mm512_set1_epi32(0x007f_ffff)),
+                _mm512_set1_epi32(0x0040_0000),
+            )
+        };
+        let (qa, qb) = (round(a), round(b));
+        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+        let clamp = |q: __m512i| {
+            _mm512_max_epi32(
+                _mm512_min_epi32(q, _mm512_set1_epi32(127)),
+                _mm512_set1_epi32(-128),
+            )
+        };
+        let mut qs = [0i8; 32];
+        // SAFETY: 16 bytes at 0 and at 16 within the 32 of `qs`.
+        unsafe {
+            _mm_storeu_si128(
+                qs.as_mut_ptr() as *mut __m128i,
+                _mm512_cvtepi32_epi8(clamp(qa)),
+            );
+            _mm_storeu_si128(
+                qs.as_mut_ptr().add(16) as *mut __m128i,
+                _mm512_cvtepi32_epi8(clamp(qb)),
+            );
+        }
+        Some(Rounded32 { amax, qs, sum })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Checks every format's kernels must pass.
@@ -517,5 +627,71 @@ pub(crate) mod testing {
         assert!(err.to_string().contains(&F::NAME.to_lowercase()), "{err}");
         assert!(BlockMatrix::<F>::new(vec![0; F::BLOCK_BYTES - 1], 1, F::BLOCK).is_err());
         assert!(BlockMatrix::<F>::new(vec![0; 2 * F::BLOCK_BYTES], 2, F::BLOCK).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_blocks_of_32_on_simd_equals_the_portable_code() {
+        let mut rows: Vec<Vec<f32>> = (0..40)
+            .map(|s| {
+                crate::test_support::random(32, s)
+                    .iter()
+                    .map(|v| v * (1 << (s % 24)) as f32 / 4096.0)
+                    .collect()
+            })
+            .collect();
+        // Halfway values (ties to even), ties of magnitude with both signs, zeros (one of them
+        // negative), one value only, tiny values.
+        rows.push((0..32).map(|i| i as f32 * 8.0 - 127.5).collect());
+        let mut tie = vec![0.25f32; 32];
+        tie[7] = -3.0;
+        tie[20] = 3.0;
+        rows.push(tie);
+        // Products `x * 127 / 3` that round to exactly k + 0.5 in f32 (a tie, to even) while the
+        // exact product is on the other side (0.5000000225, 7.4999999833, 8.5000001073,
+        // 9.4999996004): a fused multiply-add would round them the other way.
+        let mut near = vec![0f32; 32];
+        near[0] = 3.0;
+        for (i, bits) in [0x3c41_8307u32, 0x3e35_6ad6, 0x3e4d_9b37, 0x3e65_cb97]
+            .into_iter()
+            .enumerate()
+        {
+            near[1 + 2 * i] = f32::from_bits(bits);
+            near[2 + 2 * i] = -f32::from_bits(bits);
+        }
+        rows.push(near);
+        let mut zeros = vec![0f32; 32];
+        rows.push(zeros.clone());
+        zeros[5] = -0.0;
+        rows.push(zeros);
+        let mut one = vec![0f32; 32];
+        one[31] = -1e-30;
+        rows.push(one);
+        // Not finite: the portable code decides.
+        let mut odd = vec![1f32; 32];
+        odd[3] = f32::NAN;
+        rows.push(odd.clone());
+        odd[3] = f32::NEG_INFINITY;
+        rows.push(odd);
+        let x: Vec<f32> = rows.concat();
+        let got: Vec<Rounded32> = round32(&x).collect();
+        assert_eq!(got.len(), rows.len());
+        for (i, (got, row)) in got.iter().zip(&rows).enumerate() {
+            let want = round32_block(row);
+            assert_eq!(got.amax.to_bits(), want.amax.to_bits(), "block {i}");
+            assert_eq!((got.qs, got.sum), (want.qs, want.sum), "block {i}");
+        }
+        // llama.cpp's rounding: max 127 -> values unchanged, ties to even.
+        let mut x = vec![0f32; 32];
+        x[..6].copy_from_slice(&[127.0, -127.0, 0.5, 1.5, -2.5, 3.0]);
+        let r = round32(&x).next().unwrap();
+        assert_eq!(
+            (&r.qs[..6], r.sum, r.amax),
+            (&[127, -127, 0, 2, -2, 3][..], 3, 127.0)
+        );
     }
 }

@@ -12,7 +12,7 @@
 
 use half::f16;
 
-use super::{nearest_int, Format};
+use super::{round32, Format};
 
 /// GGML Q4_1: blocks of 32 weights, f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles.
 #[derive(Debug, Clone, Copy)]
@@ -40,22 +40,13 @@ impl Format for Q4_1 {
 
     /// llama.cpp's `quantize_row_q8_1` (x86 path).
     fn quantize(x: &[f32]) -> Vec<Q8_1Block> {
-        x.chunks_exact(32)
-            .map(|v| {
-                let max = v.iter().fold(0f32, |m, &e| m.max(e.abs()));
-                let d = max / 127.0;
-                let id = if max != 0.0 { 127.0 / max } else { 0.0 };
-                let mut qs = [0i8; 32];
-                let mut sum = 0i32;
-                for (q, &e) in qs.iter_mut().zip(v) {
-                    let r = nearest_int(e * id);
-                    sum += r;
-                    *q = r.clamp(-128, 127) as i8;
-                }
+        round32(x)
+            .map(|r| {
+                let d = r.amax / 127.0;
                 Q8_1Block {
                     d: f16::from_f32(d).to_f32(),
-                    s: f16::from_f32(d * sum as f32).to_f32(),
-                    qs,
+                    s: f16::from_f32(d * r.sum as f32).to_f32(),
+                    qs: r.qs,
                 }
             })
             .collect()

@@ -11,7 +11,7 @@
 
 use half::f16;
 
-use super::{hsum8, nearest_int, Format};
+use super::{hsum8, round32, Format};
 
 /// GGML Q8_0: blocks of 32 weights, f16 scale `d`, 32 signed bytes.
 #[derive(Debug, Clone, Copy)]
@@ -35,19 +35,10 @@ impl Format for Q8_0 {
     type Act = Q8_0Block;
 
     fn quantize(x: &[f32]) -> Vec<Q8_0Block> {
-        x.chunks_exact(32)
-            .map(|v| {
-                let max = v.iter().fold(0f32, |m, &e| m.max(e.abs()));
-                let d = max / 127.0;
-                let id = if max != 0.0 { 127.0 / max } else { 0.0 };
-                let mut qs = [0i8; 32];
-                for (q, &e) in qs.iter_mut().zip(v) {
-                    *q = (nearest_int(e * id)).clamp(-128, 127) as i8;
-                }
-                Q8_0Block {
-                    d: f16::from_f32(d).to_f32(),
-                    qs,
-                }
+        round32(x)
+            .map(|r| Q8_0Block {
+                d: f16::from_f32(r.amax / 127.0).to_f32(),
+                qs: r.qs,
             })
             .collect()
     }
