@@ -63,6 +63,17 @@ impl RowTiles for Q8_0Tiles {
         acc
     }
 
+    const PAIRS: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_pairs<const A: usize, const P: usize>(
+        groups: [(&[u8], &[u8]); P],
+        acts: [&[Q8_0Block]; A],
+    ) -> [[[[f32; ROWS]; A]; 2]; P] {
+        // SAFETY: the caller checked AVX-512F/VL/BW/VNNI (and AVX2, FMA and F16C).
+        unsafe { x86_pair::pairs_avx512::<A, P>(groups, acts) }
+    }
+
     #[cfg(target_arch = "x86_64")]
     unsafe fn rows<const A: usize>(tiles: &[u8], acts: [&[Q8_0Block]; A]) -> [[f32; ROWS]; A] {
         if Isa::Avx512Vnni.available() {
@@ -163,6 +174,58 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x86_pair {
+    use std::arch::x86_64::*;
+
+    use super::super::interleaved::pair::{block, blocks, both16, both32, split};
+    use super::{Q8_0Block, D, QS, ROWS, TILE_BYTES};
+
+    /// Two groups of tiles on 512-bit vectors: lanes 0-7 hold `first`'s rows, 8-15 `second`'s,
+    /// each lane doing what a lane of `tile_avx512` does (the same exact integer sums, the same
+    /// float steps), so each row's result is bit for bit the same. AVX-512 has no `vpsignb`:
+    /// `|w|` is `vpabsb`, and the activation bytes facing a negative weight are negated under
+    /// that mask (a zero weight's product is zero either way).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) fn pairs_avx512<const A: usize, const P: usize>(
+        groups: [(&[u8], &[u8]); P],
+        a: [&[Q8_0Block]; A],
+    ) -> [[[[f32; ROWS]; A]; 2]; P] {
+        let blocks = blocks(&groups, TILE_BYTES, a.iter().map(|r| r.len()));
+        let zero = _mm512_setzero_si512();
+        let mut accs = [[_mm512_setzero_ps(); A]; P];
+        for b in 0..blocks {
+            for ((first, second), acc) in groups.iter().zip(accs.iter_mut()) {
+                // SAFETY: b < blocks; every offset below stays inside the two tiles, and an
+                // activation block holds 32 values.
+                unsafe {
+                    let (s, u) = block(first, second, b, TILE_BYTES);
+                    // Two partial sums per activation row: independent chains for the CPU.
+                    let mut sumi = [[zero; 2]; A];
+                    for g in 0..8 {
+                        let w = both32(s, u, QS + g * 32);
+                        let aw = _mm512_abs_epi8(w);
+                        let negative = _mm512_movepi8_mask(w);
+                        for j in 0..A {
+                            let p = a[j].get_unchecked(b).qs.as_ptr().add(4 * g);
+                            let x = _mm512_set1_epi32((p as *const i32).read_unaligned());
+                            let sx = _mm512_mask_sub_epi8(x, negative, zero, x);
+                            sumi[j][g % 2] = _mm512_dpbusd_epi32(sumi[j][g % 2], aw, sx);
+                        }
+                    }
+                    let dw = _mm512_cvtph_ps(both16(s, u, D));
+                    for j in 0..A {
+                        let sum = _mm512_add_epi32(sumi[j][0], sumi[j][1]);
+                        let d = _mm512_mul_ps(dw, _mm512_set1_ps(a[j].get_unchecked(b).d));
+                        acc[j] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum), acc[j]);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|p| split(accs[p]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::interleaved::testing;
@@ -182,6 +245,19 @@ mod tests {
     #[test]
     fn products_match_the_plain_layout_and_simd_equals_portable() {
         testing::products_match_the_plain_layout::<Q8_0Tiles>(random_q8_0(24, 160, 9), 24, 160);
+    }
+
+    #[test]
+    fn products_of_two_groups_at_once_match_the_plain_layout() {
+        // 8 groups: where the CPU has AVX-512BW and VNNI, matmul_t takes them four at a time, a
+        // quarter of the matrix apart, for one activation row, and in pairs for more.
+        testing::products_match_the_plain_layout::<Q8_0Tiles>(random_q8_0(64, 96, 11), 64, 96);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_two_group_kernel_equals_the_portable_code_for_each_group() {
+        testing::two_group_kernel_equals_one_group::<Q8_0Tiles>(&random_q8_0(16, 160, 5), 160);
     }
 
     #[test]
