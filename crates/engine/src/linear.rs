@@ -205,8 +205,7 @@ impl Linear {
             } if x.dims2()?.0 > rowwise::MAX_ROWS => gemm.forward(x)?,
             Linear::Packed { matrix: m, .. } => {
                 let (n, _) = x.dims2()?;
-                let data = x.flatten_all()?.to_vec1::<f32>()?; // (n * in)
-                let y = m.matmul_t(&data, n);
+                let y = rowwise::with_values(x, |x| m.matmul_t(x, n))?;
                 Tensor::from_vec(y, (n, m.shape().0), x.device())?
             }
             Linear::Quantized { matmul, .. } => matmul.forward(x)?,

@@ -61,6 +61,21 @@ fn long_available() -> bool {
     }
 }
 
+/// `f` of the values of `x` in row-major order: borrowed from a contiguous f32 CPU tensor,
+/// copied out of any other (a batched step's activations are read in place, not copied once
+/// per product).
+pub(crate) fn with_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = x.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(all)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&all[start..end]));
+        }
+    }
+    Ok(f(&x.flatten_all()?.to_vec1::<f32>()?))
+}
+
 fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     let (rows, in_features) = match x.dims() {
         &[r, i] => (r, i),
@@ -79,7 +94,6 @@ fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     {
         return Ok(None);
     }
-    let x_data = x.flatten_all()?.to_vec1::<f32>()?; // (rows * in)
     let (storage, layout) = w.storage_and_layout();
     let (start, end) = match (&*storage, layout.contiguous_offsets()) {
         (Storage::Cpu(_), Some(range)) => range,
@@ -96,13 +110,16 @@ fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
         // Transposed output (out, rows): each task owns the rows of its block of weights.
         crate::pool::transpose(products(x, k, w), w.len() / k, x.len() / k)
     }
-    let out = match cpu {
-        CpuStorage::F32(all) => rows_by_out(&x_data, in_features, &all[start..end], long),
-        CpuStorage::BF16(all) => rows_by_out(&x_data, in_features, &all[start..end], long),
-        CpuStorage::F16(all) => rows_by_out(&x_data, in_features, &all[start..end], long),
-        _ => return Ok(None),
-    };
+    let out = with_values(x, |x| match cpu {
+        CpuStorage::F32(all) => Some(rows_by_out(x, in_features, &all[start..end], long)),
+        CpuStorage::BF16(all) => Some(rows_by_out(x, in_features, &all[start..end], long)),
+        CpuStorage::F16(all) => Some(rows_by_out(x, in_features, &all[start..end], long)),
+        _ => None,
+    })?;
     drop(storage);
+    let Some(out) = out else {
+        return Ok(None);
+    };
 
     Ok(Some(Tensor::from_vec(
         out,
