@@ -270,8 +270,7 @@ const FEW_ROWS: usize = 3;
 /// [`products`] of [`FEW_ROWS`] to [`MAX_ROWS`] rows (speculative verification, batched
 /// decode) with the AVX-512 kernel: register blocks of 2 weight rows times up to 6 activation
 /// rows, or 3 times 4 where the rows come in fours, so that every row meets each weight while
-/// it is in registers or L1 and the weights
-/// come from memory once. The AVX2 path pairs the rows and reads each weight row again for
+/// it is in registers or L1 and the weights come from memory once. The AVX2 path pairs the rows and reads each weight row again for
 /// every pair: a 4-row pass of the 1B F16 file cost twice a 1-row pass.
 fn few_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
     let rows = x.len() / in_features;
@@ -290,9 +289,7 @@ fn few_products<W: Weight>(x: &[f32], in_features: usize, w: &[W]) -> Vec<f32> {
                 // load per 3 FMAs instead of 2; the activations of 8-16 rows outgrow L1):
                 // 0.90-0.93x the time of 8- and 16-row passes of the 1B F16 file, 0.98x of
                 // 12-row ones (alternating in one process).
-                _ if rows >= 7 && rows % 4 >= 3 || rows >= 8 && rows.is_multiple_of(4) => {
-                    avx512::block::<W, 3, 4>
-                }
+                _ if matches!(rows, 7 | 8 | 11 | 12 | 15 | 16) => avx512::block::<W, 3, 4>,
                 ..=3 => avx512::block::<W, 2, 3>,
                 4 => avx512::block::<W, 2, 4>,
                 5 => avx512::block::<W, 2, 5>,

@@ -400,7 +400,7 @@ pub(crate) fn round32(x: &[f32]) -> impl Iterator<Item = Rounded32> + '_ {
         #[cfg(target_arch = "x86_64")]
         if simd {
             // SAFETY: the CPU has AVX-512F; `v` holds 32 values.
-            if let Some(r) = unsafe { round32_x86::block(v) } {
+            if let Some(r) = unsafe { rounding_x86::block(v) } {
                 return r;
             }
         }
@@ -424,10 +424,23 @@ fn round32_block(v: &[f32]) -> Rounded32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod round32_x86 {
+mod rounding_x86 {
     use std::arch::x86_64::*;
 
     use super::Rounded32;
+
+    /// [`super::nearest_int`] of `x * scale` in each of 16 lanes: the bits of
+    /// `x * scale + 1.5 * 2^23` (a product, then a sum: not fused, or ties round the other
+    /// way), less 2^22. Shared by the Q8_0/Q8_1 and the Q8_K rounding.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn nearest_int16(x: __m512, scale: __m512) -> __m512i {
+        let r = _mm512_add_ps(_mm512_mul_ps(x, scale), _mm512_set1_ps(12_582_912.0));
+        _mm512_sub_epi32(
+            _mm512_and_si512(_mm512_castps_si512(r), _mm512_set1_epi32(0x007f_ffff)),
+            _mm512_set1_epi32(0x0040_0000),
+        )
+    }
 
     /// [`super::round32_block`] on two 512-bit vectors, or `None` where a value is not
     /// finite (the portable code's `max` skips NaNs; this one would not).
@@ -454,17 +467,7 @@ mod round32_x86 {
         // The maximum of finite magnitudes is the same whatever the order.
         let amax = _mm512_reduce_max_ps(_mm512_max_ps(abs_a, abs_b));
         let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-        let magic = _mm512_set1_ps(12_582_912.0);
-        // nearest_int: the bits of `x * id + 1.5 * 2^23` (a product, then a sum: not fused),
-        // less 2^22.
-        let round = |x: __m512| {
-            let r = _mm512_add_ps(_mm512_mul_ps(x, id), magic);
-            _mm512_sub_epi32(
-                _mm512_and_si512(_mm512_castps_si512(r), _mm512_set1_epi32(0x007f_ffff)),
-                _mm512_set1_epi32(0x0040_0000),
-            )
-        };
-        let (qa, qb) = (round(a), round(b));
+        let (qa, qb) = (nearest_int16(a, id), nearest_int16(b, id));
         let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
         let clamp = |q: __m512i| {
             _mm512_max_epi32(

@@ -76,6 +76,7 @@ fn sums32(block: &mut Q8KBlock) {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::rounding_x86::nearest_int16;
     use super::{sums32, Q8KBlock, QK_K};
 
     /// [`super::block`] on 512-bit vectors: the same value of largest magnitude (the first
@@ -115,7 +116,6 @@ mod x86 {
             .expect("amax is one of the values");
         let iscale = -127.0 / v[at];
         let scale = _mm512_set1_ps(iscale);
-        let magic = _mm512_set1_ps(12_582_912.0);
         let mut block = Q8KBlock {
             d: 1.0 / iscale,
             qs: [0; QK_K],
@@ -123,13 +123,7 @@ mod x86 {
             sums32: [0; QK_K / 32],
         };
         for (i, &xi) in x.iter().enumerate() {
-            // nearest_int: the bits of `iscale * x + 1.5 * 2^23`, less 2^22.
-            let r = _mm512_add_ps(_mm512_mul_ps(scale, xi), magic);
-            let q = _mm512_sub_epi32(
-                _mm512_and_si512(_mm512_castps_si512(r), _mm512_set1_epi32(0x007f_ffff)),
-                _mm512_set1_epi32(0x0040_0000),
-            );
-            let q = _mm512_min_epi32(q, _mm512_set1_epi32(127));
+            let q = _mm512_min_epi32(nearest_int16(xi, scale), _mm512_set1_epi32(127));
             block.bsums[i] = _mm512_reduce_add_epi32(q) as i16;
             // SAFETY: 16 bytes at 16 * i within the 256 of `qs`.
             unsafe {
