@@ -640,22 +640,21 @@ mod avx512 {
             for a1 in (0..rows).step_by(AB) {
                 for w0 in (0..w_rows).step_by(WB) {
                     // SAFETY: the caller's features; a1 < rows, w0 < w_rows.
-                    unsafe { tile::<W, WB, AB>(x, k, w_block, (w0, a1, rows), &mut put) };
+                    unsafe { tile::<W, WB, AB>(x, k, w_block, w0, a1, &mut put) };
                 }
             }
         } else {
             for w0 in (0..w_rows).step_by(WB) {
                 for a1 in (0..rows).step_by(AB) {
                     // SAFETY: as above.
-                    unsafe { tile::<W, WB, AB>(x, k, w_block, (w0, a1, rows), &mut put) };
+                    unsafe { tile::<W, WB, AB>(x, k, w_block, w0, a1, &mut put) };
                 }
             }
         }
     }
 
     /// One register block of [`block`]: weight rows `w0..w0 + WB` times activation rows
-    /// `a1..a1 + AB` (`at = (w0, a1, rows)`); rows past the end repeat the last one and their
-    /// results are not written.
+    /// `a1..a1 + AB`; rows past the end repeat the last one and their results are not written.
     // Index loops over the register arrays: each index names a row of the block.
     #[allow(clippy::needless_range_loop)]
     #[inline]
@@ -664,10 +663,11 @@ mod avx512 {
         x: &[f32],
         k: usize,
         w_block: &[W],
-        (w0, a1, rows): (usize, usize, usize),
+        w0: usize,
+        a1: usize,
         put: &mut impl FnMut(usize, usize, f32),
     ) {
-        let w_rows = w_block.len() / k;
+        let (rows, w_rows) = (x.len() / k, w_block.len() / k);
         let full = k / 32 * 32;
         let mut wp = [w_block.as_ptr(); WB];
         for (i, p) in wp.iter_mut().enumerate() {
@@ -869,8 +869,9 @@ mod tests {
         }
         let dev = Device::Cpu;
         // 200 rows: not a multiple of the 3-row block, and more than `MAX_ROWS`, so the long
-        // pass takes the activation blocks in the outer loop; 141 columns: a tail after the chunks of 32; 70 weight rows: a task of 64 and
-        // one of 6, not a multiple of the 4-row block.
+        // pass takes the activation blocks in the outer loop; 141 columns: a tail after the
+        // chunks of 32; 70 weight rows: a task of 64 and one of 6, not a multiple of the 4-row
+        // block.
         let (rows, inp, out) = (200, 141, 70);
         let x = Tensor::from_vec(random(rows * inp, 3), (rows, inp), &dev).unwrap();
         let w = Tensor::from_vec(random(out * inp, 4), (out, inp), &dev).unwrap();
