@@ -119,8 +119,17 @@ fn heads_of_one_row<'a>(
         let scores = &mut scratch[..need];
         for at in (0..visible).step_by(KV_BLOCK) {
             let end = (at + KV_BLOCK).min(visible);
-            for (i, scores) in scores.chunks_exact_mut(visible).enumerate() {
-                key_scores(query(i), &keys[at * hd..end * hd], &mut scores[at..end]);
+            let keys = &keys[at * hd..end * hd];
+            // Two heads at a time where they come in pairs (each key read once for both).
+            let mut pairs = scores.chunks_exact_mut(2 * visible);
+            for (i, two) in (&mut pairs).enumerate() {
+                let (first, second) = two.split_at_mut(visible);
+                let queries = [query(2 * i), query(2 * i + 1)];
+                key_scores2(queries, keys, [&mut first[at..end], &mut second[at..end]]);
+            }
+            let last = pairs.into_remainder();
+            if !last.is_empty() {
+                key_scores(query(heads - 1), keys, &mut last[at..end]);
             }
         }
         for scores in scores.chunks_exact_mut(visible) {
@@ -129,11 +138,46 @@ fn heads_of_one_row<'a>(
         out.fill(0.0);
         for at in (0..visible).step_by(KV_BLOCK) {
             let end = (at + KV_BLOCK).min(visible);
-            for (p, out) in scores.chunks_exact(visible).zip(out.chunks_exact_mut(hd)) {
-                weighted_sum(&p[at..end], &values[at * hd..end * hd], out);
+            let values = &values[at * hd..end * hd];
+            let mut outs = out.chunks_exact_mut(2 * hd);
+            for (two, out) in scores.chunks_exact(2 * visible).zip(&mut outs) {
+                let p = [&two[at..end], &two[visible + at..visible + end]];
+                let (first, second) = out.split_at_mut(hd);
+                weighted_sum2(p, values, [first, second]);
+            }
+            let last = outs.into_remainder();
+            if !last.is_empty() {
+                weighted_sum(&scores[(heads - 1) * visible..][at..end], values, last);
             }
         }
     });
+}
+
+/// [`key_scores`] of two queries over the same keys: each score is what [`key_scores`] gives.
+fn key_scores2(queries: [&[f32]; 2], keys: &[f32], scores: [&mut [f32]; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() && matches!(queries[0].len(), 64 | 128) {
+        // SAFETY: `available()` saw AVX-512F, AVX2, FMA and F16C on this CPU.
+        unsafe { avx512::key_scores2(queries, keys, scores) };
+        return;
+    }
+    let [first, second] = scores;
+    key_scores(queries[0], keys, first);
+    key_scores(queries[1], keys, second);
+}
+
+/// [`weighted_sum`] of two heads' weights over the same values: each output is what
+/// [`weighted_sum`] gives.
+fn weighted_sum2(p: [&[f32]; 2], values: &[f32], out: [&mut [f32]; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() && out[0].len().is_multiple_of(64) {
+        // SAFETY: `available()` saw AVX-512F, AVX2, FMA and F16C on this CPU.
+        unsafe { avx512::weighted_sum2(p, values, out) };
+        return;
+    }
+    let [first, second] = out;
+    weighted_sum(p[0], values, first);
+    weighted_sum(p[1], values, second);
 }
 
 /// `scores[j] = query · keys[j]` for the rows of `keys` (`query.len()` wide), by 8-lane
@@ -175,7 +219,7 @@ fn key_score(q: &[f32], k: &[f32]) -> f32 {
 /// lanes are then added in a fixed order ([`add_lanes`]), whatever the vector width used.
 const LANES: usize = 8;
 
-/// `scores = softmax(scores * scale)` in place: exponents by [`exp_nonpositive`], their total
+/// `scores = softmax(scores * scale)` in place: exponents by [`crate::expf::exp`], their total
 /// summed lane-wise ([`LANES`]). The SIMD code does each step in the same order, so it gives
 /// the portable code's bits.
 fn softmax(scores: &mut [f32], scale: f32) {
@@ -191,7 +235,7 @@ fn softmax(scores: &mut [f32], scale: f32) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut lanes = [0f32; LANES];
     for (j, s) in scores.iter_mut().enumerate() {
-        *s = exp_nonpositive(*s - max);
+        *s = crate::expf::exp(*s - max);
         lanes[j % LANES] += *s;
     }
     let total = add_lanes(lanes);
@@ -206,39 +250,6 @@ fn softmax(scores: &mut [f32], scale: f32) {
 fn add_lanes(l: [f32; LANES]) -> f32 {
     ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
-
-/// Cephes' `expf` polynomial (relative error ~1e-7 on [-87, 0]) for the softmax's exponents,
-/// which are at most 0: `x = n ln 2 + r` with `n` rounded to even and `|r| <= ln 2 / 2`, then
-/// `e^r` by a degree-6 polynomial times `2^n`; below -87 (where `e^x` is under f32's normal
-/// range) it gives 0. Every step is one f32 operation or fused multiply-add, so 8 lanes of
-/// the SIMD code give these bits.
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    if x < EXP_MIN {
-        return 0.0;
-    }
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let r = n.mul_add(-LN2_HI, x);
-    let r = n.mul_add(-LN2_LO, r);
-    let mut p = EXP_POLY[0];
-    for &c in &EXP_POLY[1..] {
-        p = p.mul_add(r, c);
-    }
-    let y = p.mul_add(r * r, r) + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-const EXP_MIN: f32 = -87.0;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const EXP_POLY: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    0.166_666_65,
-    0.5,
-];
 
 /// `out += sum_j p[j] * values[j]` over the rows of `values` (`out.len()` wide), each element
 /// accumulated onto `out` in ascending `j` as the fused `p * x + o`, whatever the vector
@@ -262,7 +273,8 @@ fn weighted_sum(p: &[f32], values: &[f32], out: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{add_lanes, exp_nonpositive, EXP_MIN, EXP_POLY, LANES, LN2_HI, LN2_LO};
+    use super::{add_lanes, LANES};
+    use crate::expf::avx2::exp8;
 
     /// [`super::key_scores`]: the query's chunks of 8 in registers (kept there for Llama's
     /// head sizes 64 and 128), eight keys at a time, reduced together.
@@ -349,7 +361,7 @@ mod avx2 {
         // SAFETY: `lanes` holds 8 floats.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
         for (j, s) in scores.iter_mut().enumerate().skip(full) {
-            *s = exp_nonpositive(*s - max);
+            *s = crate::expf::exp(*s - max);
             lanes[j % LANES] += *s;
         }
         let total = add_lanes(lanes);
@@ -363,32 +375,6 @@ mod avx2 {
         for s in &mut scores[full..] {
             *s /= total;
         }
-    }
-
-    /// [`exp_nonpositive`] of 8 lanes.
-    #[inline(always)]
-    unsafe fn exp8(x: __m256) -> __m256 {
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
-        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
-        let mut p = _mm256_set1_ps(EXP_POLY[0]);
-        for &c in &EXP_POLY[1..] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let y = _mm256_add_ps(
-            _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
-            _mm256_set1_ps(1.0),
-        );
-        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127),
-        )));
-        let e = _mm256_mul_ps(y, two_n);
-        // Below EXP_MIN: 0 (where n would leave the exponent's range).
-        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_MIN));
-        _mm256_andnot_ps(small, e)
     }
 
     /// [`super::weighted_sum`] with the output held in registers, 64 then 8 lanes at a time;
@@ -437,10 +423,154 @@ mod avx2 {
     }
 }
 
+/// Two heads at once on 512-bit vectors: lanes 0-7 do the first head's 8-lane arithmetic,
+/// lanes 8-15 the second's, each lane the same operations in the same order as the 256-bit
+/// code, so each head's results are that code's bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU runs these kernels.
+    pub(super) fn available() -> bool {
+        crate::rowwise::simd_available() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// 8 floats at `p`, in both halves of a 512-bit vector.
+    ///
+    /// # Safety
+    /// `p` holds 8 floats; the CPU has AVX-512F.
+    #[inline(always)]
+    unsafe fn twice(p: *const f32) -> __m512 {
+        // SAFETY: the caller's guarantee.
+        unsafe { _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(p as *const f64))) }
+    }
+
+    /// [`super::key_scores2`] for head sizes 64 and 128 (8 or 16 chunks of 8 values).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub(super) unsafe fn key_scores2(queries: [&[f32]; 2], keys: &[f32], scores: [&mut [f32]; 2]) {
+        match queries[0].len() {
+            // SAFETY: the caller's guarantee.
+            64 => unsafe { scores2_of::<8>(queries, keys, scores) },
+            // SAFETY: the caller's guarantee.
+            128 => unsafe { scores2_of::<16>(queries, keys, scores) },
+            other => unreachable!("head size {other}"),
+        }
+    }
+
+    /// [`key_scores2`] for queries of `8 * C` values: chunk `c` of both queries side by side in
+    /// one register, each key's chunk `c` in both halves of another.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    unsafe fn scores2_of<const C: usize>(q: [&[f32]; 2], keys: &[f32], scores: [&mut [f32]; 2]) {
+        let hd = 8 * C;
+        let [first, second] = scores;
+        let n = first.len();
+        assert!(q[0].len() == hd && q[1].len() == hd && second.len() == n);
+        assert!(keys.len() >= n * hd);
+        // SAFETY: chunk c of each query: 8 values inside it.
+        let qq: [__m512; C] = std::array::from_fn(|c| unsafe {
+            let lo = _mm256_loadu_ps(q[0].as_ptr().add(8 * c));
+            let hi = _mm256_loadu_ps(q[1].as_ptr().add(8 * c));
+            _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
+        });
+        let groups = n / 8;
+        for g in 0..groups {
+            let kp = |r: usize, c: usize| unsafe { keys.as_ptr().add((8 * g + r) * hd + 8 * c) };
+            // SAFETY: key 8g + r < n has hd values in `keys`.
+            let mut acc: [__m512; 8] =
+                std::array::from_fn(|r| unsafe { _mm512_mul_ps(qq[0], twice(kp(r, 0))) });
+            for (c, &qc) in qq.iter().enumerate().skip(1) {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    *a = unsafe { _mm512_fmadd_ps(qc, twice(kp(r, c)), *a) };
+                }
+            }
+            let lo = acc.map(|a| _mm512_castps512_ps256(a));
+            let hi =
+                acc.map(|a| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a))));
+            // SAFETY: 8 scores of each head at 8g (g < n / 8).
+            unsafe {
+                _mm256_storeu_ps(first.as_mut_ptr().add(8 * g), crate::rowwise::reduce8(lo));
+                _mm256_storeu_ps(second.as_mut_ptr().add(8 * g), crate::rowwise::reduce8(hi));
+            }
+        }
+        for j in 8 * groups..n {
+            let key = &keys[j * hd..][..hd];
+            first[j] = super::key_score(q[0], key);
+            second[j] = super::key_score(q[1], key);
+        }
+    }
+
+    /// [`super::weighted_sum2`] for head sizes that are a multiple of 64: both heads' outputs
+    /// in registers, 64 values each at a time.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) unsafe fn weighted_sum2(p: [&[f32]; 2], values: &[f32], out: [&mut [f32]; 2]) {
+        let [first, second] = out;
+        let hd = first.len();
+        assert!(hd.is_multiple_of(64) && second.len() == hd);
+        let rows = p[0].len().min(p[1].len()).min(values.len() / hd);
+        let pv = values.as_ptr();
+        for d in (0..hd).step_by(64) {
+            let (o0, o1) = (first.as_mut_ptr(), second.as_mut_ptr());
+            // SAFETY: d + 64 <= hd, inside both outputs.
+            let mut a0: [__m512; 4] =
+                std::array::from_fn(|r| unsafe { _mm512_loadu_ps(o0.add(d + 16 * r)) });
+            let mut a1: [__m512; 4] =
+                std::array::from_fn(|r| unsafe { _mm512_loadu_ps(o1.add(d + 16 * r)) });
+            for (j, (&w0, &w1)) in p[0].iter().zip(p[1]).take(rows).enumerate() {
+                let (p0, p1) = (_mm512_set1_ps(w0), _mm512_set1_ps(w1));
+                for r in 0..4 {
+                    // SAFETY: j < rows and d + 16 r + 16 <= hd: inside row j of `values`.
+                    let x = unsafe { _mm512_loadu_ps(pv.add(j * hd + d + 16 * r)) };
+                    a0[r] = _mm512_fmadd_ps(p0, x, a0[r]);
+                    a1[r] = _mm512_fmadd_ps(p1, x, a1[r]);
+                }
+            }
+            for r in 0..4 {
+                // SAFETY: as for the loads.
+                unsafe {
+                    _mm512_storeu_ps(o0.add(d + 16 * r), a0[r]);
+                    _mm512_storeu_ps(o1.add(d + 16 * r), a1[r]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::random;
+
+    #[test]
+    fn two_heads_at_once_give_each_head_its_own_bits() {
+        // Head sizes 64 and 128 (the 512-bit code where the CPU has it) and 72 (the fallback);
+        // 37 keys: four groups of 8 and a rest.
+        for hd in [64, 128, 72] {
+            let n = 37;
+            let keys = random(n * hd, 1);
+            let (q0, q1) = (random(hd, 2), random(hd, 3));
+            let (mut s0, mut s1) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            key_scores2([&q0, &q1], &keys, [&mut s0, &mut s1]);
+            let (mut w0, mut w1) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            key_scores(&q0, &keys, &mut w0);
+            key_scores(&q1, &keys, &mut w1);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                (bits(&s0), bits(&s1)),
+                (bits(&w0), bits(&w1)),
+                "scores, {hd}"
+            );
+
+            let (p0, p1) = (random(n, 4), random(n, 5));
+            let start = random(2 * hd, 6);
+            let (mut o0, mut o1) = (start[..hd].to_vec(), start[hd..].to_vec());
+            weighted_sum2([&p0, &p1], &keys, [&mut o0, &mut o1]);
+            let (mut v0, mut v1) = (start[..hd].to_vec(), start[hd..].to_vec());
+            weighted_sum(&p0, &keys, &mut v0);
+            weighted_sum(&p1, &keys, &mut v1);
+            assert_eq!((bits(&o0), bits(&o1)), (bits(&v0), bits(&v1)), "sums, {hd}");
+        }
+    }
 
     /// Plain f64 attention of one sequence, the reference.
     fn reference(q: &[f32], k: &[f32], v: &[f32], s: AttentionShape, start: usize) -> Vec<f32> {
@@ -579,18 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn exponents_are_within_two_ulp_of_exp_and_simd_softmax_equals_the_portable_code() {
-        let mut worst = 0f64;
-        for i in 0..=200_000 {
-            let x = -87.0 * i as f32 / 200_000.0;
-            let got = exp_nonpositive(x) as f64;
-            let want = (x as f64).exp();
-            worst = worst.max((got - want).abs() / want);
-        }
-        assert!(worst < 2.0 * f32::EPSILON as f64, "relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert_eq!(exp_nonpositive(-87.5), 0.0);
-        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    fn simd_softmax_equals_the_portable_code() {
         // The SIMD softmax (where this CPU has it) against the portable steps, for lengths
         // around the vector width.
         for len in [1, 7, 8, 9, 16, 37, 300] {
@@ -602,7 +721,7 @@ mod tests {
             let mut lanes = [0f32; LANES];
             let mut want: Vec<f32> = Vec::new();
             for (j, s) in scaled.iter().enumerate() {
-                want.push(exp_nonpositive(s - max));
+                want.push(crate::expf::exp(s - max));
                 lanes[j % LANES] += want[j];
             }
             let total = add_lanes(lanes);

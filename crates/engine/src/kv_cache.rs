@@ -7,7 +7,7 @@
 //! (`start_pos < len`) rewinds, which is how a caller reuses a cache for a new prompt.
 //! Invariant: positions `0..len` hold valid entries.
 
-use candle_core::{DType, Device, Storage, StorageRef, Tensor};
+use candle_core::{DType, Device, Layout, Result as CandleResult, Storage, StorageRef, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
@@ -95,6 +95,41 @@ impl KvCache {
         Ok((k_cache.narrow(1, 0, end)?, v_cache.narrow(1, 0, end)?))
     }
 
+    /// Write one position's keys and values of `layer` in place on the CPU: `k` and `v` hold
+    /// `(num_kv_heads, head_dim)` values each, written at `pos` (what [`Self::append`] does for
+    /// one position, without building tensors: a batched decode step writes one position of
+    /// each of its sequences per layer). Fails for a cache that is not f32 in CPU memory.
+    pub(crate) fn write_position(
+        &mut self,
+        layer: usize,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<()> {
+        let (k_cache, v_cache) = &self.layers[layer];
+        let (heads, capacity, head_dim) = k_cache.dims3()?;
+        if pos >= capacity || k.len() != heads * head_dim || v.len() != k.len() {
+            return Err(EngineError::InvalidRequest {
+                field: "kv_cache".into(),
+                problem: format!(
+                    "cannot write {} keys and {} values at position {pos} of a ({heads}, \
+                     {capacity}, {head_dim}) cache",
+                    k.len(),
+                    v.len()
+                ),
+            });
+        }
+        for (cache, src) in [(k_cache, k), (v_cache, v)] {
+            cache.inplace_op1(&WritePosition {
+                src,
+                pos,
+                capacity,
+                head_dim,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Read access to the raw `(num_kv_heads, capacity, head_dim)` keys and values of `layer`
     /// when the cache lives in CPU memory as f32; `None` otherwise. Several caches' views may
     /// be held at once (batched decode attends over all of them in one call).
@@ -131,6 +166,36 @@ impl KvCache {
     /// Record that positions `0..len` are valid (after all layers were written).
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len;
+    }
+}
+
+/// [`KvCache::write_position`]'s write into one `(num_kv_heads, capacity, head_dim)` tensor:
+/// head `h`'s `head_dim` values of `src` at `(h, pos)`.
+struct WritePosition<'a> {
+    src: &'a [f32],
+    pos: usize,
+    capacity: usize,
+    head_dim: usize,
+}
+
+impl candle_core::InplaceOp1 for WritePosition<'_> {
+    fn name(&self) -> &'static str {
+        "kv-cache-write-position"
+    }
+
+    fn cpu_fwd(&self, storage: &mut candle_core::CpuStorage, layout: &Layout) -> CandleResult<()> {
+        let candle_core::CpuStorage::F32(all) = storage else {
+            candle_core::bail!("the KV cache is not f32");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("the KV cache is not contiguous");
+        };
+        let hd = self.head_dim;
+        let data = &mut all[start..end];
+        for (h, row) in self.src.chunks_exact(hd).enumerate() {
+            data[(h * self.capacity + self.pos) * hd..][..hd].copy_from_slice(row);
+        }
+        Ok(())
     }
 }
 

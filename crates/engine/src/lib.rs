@@ -24,6 +24,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+mod expf;
 pub mod export;
 pub mod generate;
 mod hugepages;

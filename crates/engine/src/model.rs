@@ -425,8 +425,10 @@ impl Llama {
     /// `(batch, vocab)` f32.
     ///
     /// Embeddings, norms, every projection, the MLP and `lm_head` run on the `(batch, hidden)`
-    /// matrix at once (each weight is read once per step for all sequences); RoPE, cache append
-    /// and attention run per sequence at its own position over its own cache. Row `b` equals
+    /// matrix at once (each weight is read once per step for all sequences); RoPE, the cache
+    /// write and attention run per sequence at its own position over its own cache (on the CPU
+    /// the keys and values go straight into each cache, [`KvCache::write_position`], and one
+    /// call of the fused kernel attends for all sequences). Row `b` equals
     /// `forward(&[tokens[b]], caches[b], positions[b])` exactly for dense weights (see
     /// [`crate::rowwise`]) and for GGML-quantized ones (their kernel works row by row).
     pub fn forward_batch(
@@ -469,29 +471,32 @@ impl Llama {
             // (batch, heads * hd) -> (batch, heads, 1, hd)
             let q = self.split_heads(&layer.q_proj.forward(&h)?, (batch, 1), n_heads)?;
             let k = self.split_heads(&layer.k_proj.forward(&h)?, (batch, 1), n_kv)?;
-            let v = self.split_heads(&layer.v_proj.forward(&h)?, (batch, 1), n_kv)?;
+            let v = layer.v_proj.forward(&h)?; // (batch, n_kv * hd)
             let q = self.rotary.apply(&q, &cos, &sin)?; // (batch, n_heads, 1, hd)
             let k = self.rotary.apply(&k, &cos, &sin)?; // (batch, n_kv, 1, hd)
-            let mut kv_all = Vec::with_capacity(batch); // up to each sequence's position
-            for (b, cache) in caches.iter_mut().enumerate() {
-                kv_all.push(cache.append(i, positions[b], &k.get(b)?, &v.get(b)?)?);
-            }
-            // Every sequence's attention in one call of the fused kernel (one pool dispatch for
-            // all sequences and heads); per sequence with candle's products where it does not
-            // apply.
-            let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            let attn = match self.fused_attention(i, &q, &one_row_each, &shared, positions)? {
-                Some(attn) => attn,
-                None => {
-                    let rows = kv_all
-                        .iter()
-                        .enumerate()
-                        .map(|(b, (k_all, v_all))| {
-                            self.matmul_attention(&q.narrow(0, b, 1)?, k_all, v_all, None)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Tensor::cat(&rows, 0)?
+            let attn = if self.device.is_cpu() {
+                // Each sequence's keys and values straight into its cache, then every
+                // sequence's attention in one call of the fused kernel (one pool dispatch for
+                // all sequences and heads).
+                let (k, v) = (k.flatten_all()?.to_vec1::<f32>()?, v.flatten_all()?);
+                let v = v.to_vec1::<f32>()?;
+                let width = n_kv * self.config.head_dim;
+                for (b, cache) in caches.iter_mut().enumerate() {
+                    let (k, v) = (&k[b * width..][..width], &v[b * width..][..width]);
+                    cache.write_position(i, positions[b], k, v)?;
                 }
+                let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+                self.fused_attention(i, &q, &one_row_each, &shared, positions)?
+                    .expect("caches on the CPU hold f32 (write_position checked)")
+            } else {
+                // Per sequence with candle's products.
+                let v = self.split_heads(&v, (batch, 1), n_kv)?;
+                let mut rows = Vec::with_capacity(batch);
+                for (b, cache) in caches.iter_mut().enumerate() {
+                    let (k_all, v_all) = cache.append(i, positions[b], &k.get(b)?, &v.get(b)?)?;
+                    rows.push(self.matmul_attention(&q.narrow(0, b, 1)?, &k_all, &v_all, None)?);
+                }
+                Tensor::cat(&rows, 0)?
             }; // (batch, n_heads * hd)
             x = (x + layer.o_proj.forward(&attn)?)?; // (batch, hidden)
             let h = layer.post_attention_layernorm.forward(&x)?;

@@ -8,6 +8,11 @@
 //! with candle's for a small machine's cores). Threads: `CANDLE_NUM_THREADS`, else
 //! `RAYON_NUM_THREADS`, else one per physical core.
 
+/// Threads of the pool, the calling thread included.
+pub(crate) fn threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
 /// `f(i, chunk)` for every `chunk_len`-element chunk of `out` (the last may be shorter),
 /// spread over the pool's threads.
 pub fn for_each_chunk_mut<T: Send>(
