@@ -263,8 +263,9 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "on 512-bit vectors where the CPU has AVX-512 (the portable code's bits). Every pass on the CPU, prefill"
   echo "included, uses our fused causal attention over the KV cache (\`attention.rs\`; a batched step"
   echo "attends over all its sequences in one call; the heads sharing a kv head read each block of"
-  echo "keys and values together, scores take eight keys at a time with the query in registers,"
-  echo "the softmax uses a vectorized exponential). The pp/tg rows are plain decoding (no"
+  echo "keys and values together, two query heads at a time on 512-bit vectors, scores take eight"
+  echo "keys at a time with the query in registers, the softmax uses a vectorized exponential, as"
+  echo "does the MLP's SiLU, 8 lanes at a time: \`expf.rs\`). The pp/tg rows are plain decoding (no"
   echo "speculation), like llama.cpp's."
   echo
   echo "## Where the targets stand"
