@@ -33,6 +33,7 @@ pub mod linear;
 pub mod load;
 pub mod lookup;
 pub mod model;
+mod norm;
 pub mod pool;
 mod prefetch;
 pub mod prefix;

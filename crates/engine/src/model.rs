@@ -33,9 +33,10 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// `x / sqrt(mean(x^2) + eps) * weight` over the last dim of `(seq, hidden)`.
+    /// `x / sqrt(mean(x^2) + eps) * weight` over the last dim of `(seq, hidden)` (candle's
+    /// arithmetic, [`crate::norm`]).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+        crate::norm::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -274,9 +275,9 @@ impl Llama {
 
     /// RoPE, cache append and attention of one sequence, from its projections `q (seq, n_heads *
     /// hd)`, `k`, `v (seq, n_kv * hd)` at `start_pos` -> `(seq, n_heads * hd)` before `o_proj`.
-    /// [`Self::forward_batch`] rotates all its sequences in one RoPE call (the same arithmetic,
-    /// row by row) and calls [`Self::fused_attention`] once for all of them, so both paths give
-    /// a sequence the same values.
+    /// [`Self::forward_batch`] rotates each sequence's row in place with the same arithmetic
+    /// ([`RotaryEmbedding::apply_in_place`]) and attends for all of them in one call of the same
+    /// fused kernel, so both paths give a sequence the same values.
     #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
@@ -343,10 +344,23 @@ impl Llama {
         caches: &[&KvCache],
         positions: &[usize],
     ) -> Result<Option<Tensor>> {
-        let c = &self.config;
         if !self.device.is_cpu() {
             return Ok(None);
         }
+        let q_rows = q.flatten_all()?.to_vec1::<f32>()?;
+        self.fused_attention_rows(layer_idx, &q_rows, seq_lens, caches, positions)
+    }
+
+    /// [`Self::fused_attention`] with the rotated queries as values, in the same order.
+    fn fused_attention_rows(
+        &self,
+        layer_idx: usize,
+        q_rows: &[f32],
+        seq_lens: &[usize],
+        caches: &[&KvCache],
+        positions: &[usize],
+    ) -> Result<Option<Tensor>> {
+        let c = &self.config;
         let Some(layers) = caches
             .iter()
             .map(|cache| cache.cpu_layer(layer_idx))
@@ -354,7 +368,6 @@ impl Llama {
         else {
             return Ok(None);
         };
-        let q_rows = q.flatten_all()?.to_vec1::<f32>()?;
         let width = c.num_heads * c.head_dim;
         let rows: usize = seq_lens.iter().sum();
         assert_eq!(
@@ -458,39 +471,55 @@ impl Llama {
         for (cache, &pos) in caches.iter().zip(positions) {
             cache.check_room(pos, 1)?;
         }
-        let (n_heads, n_kv) = (self.config.num_heads, self.config.num_kv_heads);
-        // Each sequence's own position: (batch, 1, head_dim/2), which candle's RoPE kernels
-        // apply row by row with the same arithmetic as a single sequence's 2-D tables.
-        let (cos, sin) = self.rotary.cos_sin_at(positions, &self.device)?;
+        let (n_heads, n_kv, hd) = (
+            self.config.num_heads,
+            self.config.num_kv_heads,
+            self.config.head_dim,
+        );
         let one_row_each = vec![1; batch]; // the rows of each sequence in a decode step
         let ids = Tensor::new(tokens, &self.device)?; // (batch)
         let mut x = self.embed_tokens.embed(&ids)?; // (batch, hidden)
+        let on_cpu = self.device.is_cpu();
+        // Each sequence's own position: rows of `head_dim / 2` values on the CPU; otherwise
+        // (batch, 1, head_dim/2) tables, which candle's RoPE kernels apply row by row with the
+        // same arithmetic as a single sequence's 2-D tables.
+        let rows = on_cpu.then(|| self.rotary.table_rows(positions.iter().copied()));
+        let tables = match on_cpu {
+            true => None,
+            false => Some(self.rotary.cos_sin_at(positions, &self.device)?),
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(&x)?; // (batch, hidden)
-
-            // (batch, heads * hd) -> (batch, heads, 1, hd)
-            let q = self.split_heads(&layer.q_proj.forward(&h)?, (batch, 1), n_heads)?;
-            let k = self.split_heads(&layer.k_proj.forward(&h)?, (batch, 1), n_kv)?;
+            let q = layer.q_proj.forward(&h)?; // (batch, n_heads * hd)
+            let k = layer.k_proj.forward(&h)?; // (batch, n_kv * hd)
             let v = layer.v_proj.forward(&h)?; // (batch, n_kv * hd)
-            let q = self.rotary.apply(&q, &cos, &sin)?; // (batch, n_heads, 1, hd)
-            let k = self.rotary.apply(&k, &cos, &sin)?; // (batch, n_kv, 1, hd)
-            let attn = if self.device.is_cpu() {
-                // Each sequence's keys and values straight into its cache, then every
-                // sequence's attention in one call of the fused kernel (one pool dispatch for
-                // all sequences and heads).
-                let (k, v) = (k.flatten_all()?.to_vec1::<f32>()?, v.flatten_all()?);
-                let v = v.to_vec1::<f32>()?;
-                let width = n_kv * self.config.head_dim;
+            let attn = if let Some((cos, sin)) = &rows {
+                // Each sequence's row rotated in place (candle's RoPE arithmetic), its keys and
+                // values written straight into its cache, then every sequence's attention in one
+                // call of the fused kernel (one pool dispatch for all sequences and heads).
+                let mut q = q.flatten_all()?.to_vec1::<f32>()?;
+                let mut k = k.flatten_all()?.to_vec1::<f32>()?;
+                let v = v.flatten_all()?.to_vec1::<f32>()?;
+                let half = hd / 2;
+                let (qw, kw) = (n_heads * hd, n_kv * hd);
                 for (b, cache) in caches.iter_mut().enumerate() {
-                    let (k, v) = (&k[b * width..][..width], &v[b * width..][..width]);
-                    cache.write_position(i, positions[b], k, v)?;
+                    let (cos, sin) = (&cos[b * half..][..half], &sin[b * half..][..half]);
+                    self.rotary.apply_in_place(&mut q[b * qw..][..qw], cos, sin);
+                    let k = &mut k[b * kw..][..kw];
+                    self.rotary.apply_in_place(k, cos, sin);
+                    cache.write_position(i, positions[b], k, &v[b * kw..][..kw])?;
                 }
                 let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-                self.fused_attention(i, &q, &one_row_each, &shared, positions)?
+                self.fused_attention_rows(i, &q, &one_row_each, &shared, positions)?
                     .expect("caches on the CPU hold f32 (write_position checked)")
             } else {
-                // Per sequence with candle's products.
+                // Per sequence with candle's products. (batch, heads * hd) -> (batch, heads, 1, hd)
+                let (cos, sin) = tables.as_ref().expect("tables off the CPU");
+                let q = self.split_heads(&q, (batch, 1), n_heads)?;
+                let k = self.split_heads(&k, (batch, 1), n_kv)?;
                 let v = self.split_heads(&v, (batch, 1), n_kv)?;
+                let q = self.rotary.apply(&q, cos, sin)?; // (batch, n_heads, 1, hd)
+                let k = self.rotary.apply(&k, cos, sin)?; // (batch, n_kv, 1, hd)
                 let mut rows = Vec::with_capacity(batch);
                 for (b, cache) in caches.iter_mut().enumerate() {
                     let (k_all, v_all) = cache.append(i, positions[b], &k.get(b)?, &v.get(b)?)?;

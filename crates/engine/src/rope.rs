@@ -120,6 +120,20 @@ impl RotaryEmbedding {
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
+        let (cos, sin) = self.table_rows(positions);
+        let shape: Vec<usize> = rows.iter().copied().chain([half]).collect();
+        Ok((
+            Tensor::from_vec(cos, shape.as_slice(), device)?,
+            Tensor::from_vec(sin, shape, device)?,
+        ))
+    }
+
+    /// `cos` and `sin` of `positions`, `head_dim / 2` values per position, one after the other.
+    pub(crate) fn table_rows(
+        &self,
+        positions: impl ExactSizeIterator<Item = usize>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for pos in positions {
@@ -130,11 +144,31 @@ impl RotaryEmbedding {
                 sin.push(angle.sin());
             }
         }
-        let shape: Vec<usize> = rows.iter().copied().chain([half]).collect();
-        Ok((
-            Tensor::from_vec(cos, shape.as_slice(), device)?,
-            Tensor::from_vec(sin, shape, device)?,
-        ))
+        (cos, sin)
+    }
+
+    /// Rotate one position's heads in place: `x` holds whole heads of `head_dim` values, `cos`
+    /// and `sin` that position's `head_dim / 2` values ([`Self::table_rows`]). Each pair gets
+    /// candle's kernels' operations (`a cos - b sin`, `a sin + b cos`, unfused), so the values
+    /// are [`Self::apply`]'s bit for bit, without building tensors (a batched decode step rotates
+    /// one row per sequence).
+    pub(crate) fn apply_in_place(&self, x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let half = self.inv_freq.len();
+        assert!(
+            cos.len() == half && sin.len() == half,
+            "not one position's tables"
+        );
+        for head in x.chunks_exact_mut(2 * half) {
+            for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
+                let (j, k) = match self.layout {
+                    RopeLayout::HalfSplit => (i, i + half),
+                    RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                };
+                let (a, b) = (head[j], head[k]);
+                head[j] = a * c - b * s;
+                head[k] = a * s + b * c;
+            }
+        }
     }
 
     /// Rotate `x`: `(1, heads, seq, head_dim)` contiguous with tables from [`Self::cos_sin`], or
@@ -166,6 +200,30 @@ mod tests {
             rope_scaling: scaling,
             max_position_embeddings: 131072,
             tie_word_embeddings: true,
+        }
+    }
+
+    #[test]
+    fn rotating_in_place_gives_the_tensor_kernels_bits() {
+        let dev = Device::Cpu;
+        let cfg = config(RopeScaling::None);
+        let (heads, hd) = (3, cfg.head_dim);
+        let positions = [0usize, 7, 300, 4095];
+        let x = crate::test_support::random(positions.len() * heads * hd, 9);
+        for layout in [RopeLayout::HalfSplit, RopeLayout::Interleaved] {
+            let rope = RotaryEmbedding::new(&cfg, layout);
+            let (cos, sin) = rope.cos_sin_at(&positions, &dev).unwrap();
+            let t = Tensor::from_vec(x.clone(), (positions.len(), heads, 1, hd), &dev).unwrap();
+            let want = rope.apply(&t, &cos, &sin).unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (cos, sin) = rope.table_rows(positions.iter().copied());
+            let mut got = x.clone();
+            let half = hd / 2;
+            for (b, row) in got.chunks_exact_mut(heads * hd).enumerate() {
+                rope.apply_in_place(row, &cos[b * half..][..half], &sin[b * half..][..half]);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{layout:?}");
         }
     }
 
