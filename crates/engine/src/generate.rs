@@ -199,8 +199,19 @@ impl StepObserver for NoObserver {
     }
 }
 
-/// Index of the largest logit (the first one on ties, as torch and llama.cpp).
+/// Index of the largest logit (the first one on ties, as torch and llama.cpp). NaN logits are
+/// never chosen, except the first one when it is NaN (then 0).
 pub fn argmax(logits: &[f32]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::rowwise::simd_available() && logits.len() >= 64 {
+        // SAFETY: `simd_available()` saw AVX2 on this CPU.
+        return unsafe { avx2::argmax(logits) };
+    }
+    argmax_plain(logits)
+}
+
+/// [`argmax`], one logit after the other.
+fn argmax_plain(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in logits.iter().enumerate() {
         if v > logits[best] {
@@ -208,6 +219,49 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::argmax`] in two passes over 8 lanes: the largest value (NaN lanes skipped),
+    /// then the first index holding it, which is where the one-by-one scan stops moving.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn argmax(logits: &[f32]) -> u32 {
+        if logits.is_empty() || logits[0].is_nan() {
+            return 0;
+        }
+        let full = logits.len() / 8 * 8;
+        let p = logits.as_ptr();
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(8) {
+            // SAFETY: i + 8 <= full <= logits.len(). `max(v, acc)` gives `acc` where `v` is NaN.
+            acc = _mm256_max_ps(unsafe { _mm256_loadu_ps(p.add(i)) }, acc);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for &v in &logits[full..] {
+            if v > max {
+                max = v;
+            }
+        }
+        let target = _mm256_set1_ps(max);
+        for i in (0..full).step_by(8) {
+            // SAFETY: as above.
+            let hit = _mm256_cmp_ps::<_CMP_EQ_OQ>(unsafe { _mm256_loadu_ps(p.add(i)) }, target);
+            let mask = _mm256_movemask_ps(hit);
+            if mask != 0 {
+                return (i + mask.trailing_zeros() as usize) as u32;
+            }
+        }
+        logits[full..]
+            .iter()
+            .position(|&v| v == max)
+            .map_or(0, |j| (full + j) as u32)
+    }
 }
 
 /// Choose the next id from `logits (vocab)`.
@@ -580,6 +634,36 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 3.0, 1.0, 3.0]), 1);
+        // The SIMD scan against the one-by-one scan: ties, signed zeros, infinities and NaN
+        // in the 8-lane part and in the tail, lengths around the vector width.
+        let nan = f32::NAN;
+        for len in [64usize, 65, 71, 72, 200, 1001] {
+            let base: Vec<f32> = crate::test_support::random(len, len as u32);
+            let mut cases = vec![base.clone()];
+            let mut tie = base.clone();
+            tie[len - 1] = 9.0;
+            tie[len / 3] = 9.0;
+            cases.push(tie);
+            let mut zeros = vec![-0.0f32; len];
+            zeros[5] = 0.0;
+            cases.push(zeros);
+            cases.push(vec![f32::NEG_INFINITY; len]);
+            let mut nans = base.clone();
+            nans[3] = nan;
+            nans[len - 1] = nan;
+            cases.push(nans.clone());
+            nans[0] = nan;
+            cases.push(nans);
+            let mut all_nan = vec![nan; len];
+            all_nan[len - 2] = f32::NEG_INFINITY;
+            cases.push(all_nan);
+            let mut inf = base.clone();
+            inf[len - 1] = f32::INFINITY;
+            cases.push(inf);
+            for (k, case) in cases.iter().enumerate() {
+                assert_eq!(argmax(case), argmax_plain(case), "length {len}, case {k}");
+            }
+        }
         let mut rng = StdRng::seed_from_u64(0);
         assert_eq!(
             sample(&[0.5, -1.0, 2.0], &SamplingParams::greedy(), &mut rng),
