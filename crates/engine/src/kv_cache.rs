@@ -225,3 +225,60 @@ fn f32s(storage: &Storage, (start, end): (usize, usize)) -> Option<&[f32]> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RopeScaling;
+
+    #[test]
+    fn a_written_position_is_what_append_writes_and_bad_sizes_are_errors() {
+        let config = LlamaConfig {
+            vocab_size: 8,
+            hidden_size: 8,
+            intermediate_size: 8,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 3,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
+            max_position_embeddings: 16,
+            tie_word_embeddings: false,
+        };
+        let dev = Device::Cpu;
+        let k: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        let v: Vec<f32> = (0..6).map(|v| -(v as f32)).collect();
+        let mut written = KvCache::new(&config, 5, &dev).unwrap();
+        written.write_position(1, 3, &k, &v).unwrap();
+        let mut appended = KvCache::new(&config, 5, &dev).unwrap();
+        let rows = |x: &[f32]| Tensor::from_vec(x.to_vec(), (2, 1, 3), &dev).unwrap();
+        appended.append(1, 3, &rows(&k), &rows(&v)).unwrap();
+        for layer in 0..2 {
+            let (a, b) = (
+                written.cpu_layer(layer).unwrap(),
+                appended.cpu_layer(layer).unwrap(),
+            );
+            assert_eq!(a.keys(), b.keys(), "layer {layer}");
+            assert_eq!(a.values(), b.values(), "layer {layer}");
+        }
+        // Head 1's keys at position 3 of a (2, 5, 3) layer.
+        assert_eq!(
+            written.cpu_layer(1).unwrap().keys()[(5 + 3) * 3..][..3],
+            [3.0, 4.0, 5.0]
+        );
+        assert!(
+            written.write_position(0, 5, &k, &v).is_err(),
+            "past the capacity"
+        );
+        assert!(
+            written.write_position(0, 0, &k[..3], &v[..3]).is_err(),
+            "one head"
+        );
+        assert!(
+            written.write_position(0, 0, &k, &v[..3]).is_err(),
+            "values short"
+        );
+    }
+}
