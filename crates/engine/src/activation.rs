@@ -7,9 +7,10 @@
 //! libm's scalar `expf` had made this pass 5% of a batched decode step of SmolLM2. The SIMD
 //! and portable code give the same bits (tested), and prefill and decode both go through here.
 
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::rowwise::cpu_f32s;
 
 /// Fewest elements per task.
 const MIN_CHUNK: usize = 256;
@@ -35,13 +36,8 @@ fn fused(gate: &Tensor, up: &Tensor) -> Option<Vec<f32>> {
     }
     let (g_storage, g_layout) = gate.storage_and_layout();
     let (u_storage, u_layout) = up.storage_and_layout();
-    let (Storage::Cpu(g), Storage::Cpu(u)) = (&*g_storage, &*u_storage) else {
-        return None;
-    };
-    let (g_start, g_end) = g_layout.contiguous_offsets()?;
-    let (u_start, u_end) = u_layout.contiguous_offsets()?;
-    let g = &g.as_slice::<f32>().ok()?[g_start..g_end];
-    let u = &u.as_slice::<f32>().ok()?[u_start..u_end];
+    let g = cpu_f32s(&g_storage, g_layout)?;
+    let u = cpu_f32s(&u_storage, u_layout)?;
     let mut out = vec![0f32; g.len()];
     let chunk = chunk_len(g.len());
     crate::pool::for_each_chunk_mut(&mut out, chunk, |i, out| {

@@ -8,9 +8,10 @@
 //! (`sum += v * v` from the first value to the last, `m = sqrt(sum / n + eps)`, `x / m * w`),
 //! so the values are candle's bit for bit (tested).
 
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::rowwise::cpu_f32s;
 
 /// Rows per task, their sums of squares side by side.
 const GROUP: usize = 8;
@@ -28,13 +29,8 @@ fn on_cpu(x: &Tensor, weight: &Tensor, eps: f32) -> Option<Vec<f32>> {
     let dim = *x.dims().last()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let (w_storage, w_layout) = weight.storage_and_layout();
-    let (Storage::Cpu(xs), Storage::Cpu(ws)) = (&*x_storage, &*w_storage) else {
-        return None;
-    };
-    let (x_start, x_end) = x_layout.contiguous_offsets()?;
-    let (w_start, w_end) = w_layout.contiguous_offsets()?;
-    let src = &xs.as_slice::<f32>().ok()?[x_start..x_end];
-    let w = &ws.as_slice::<f32>().ok()?[w_start..w_end];
+    let src = cpu_f32s(&x_storage, x_layout)?;
+    let w = cpu_f32s(&w_storage, w_layout)?;
     if dim == 0 || w.len() != dim {
         return None;
     }

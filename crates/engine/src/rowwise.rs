@@ -13,7 +13,7 @@
 //! a given machine (the FMA path is chosen once per process by CPU feature detection). The
 //! result is a new tensor outside candle's autograd graph: this is an inference path.
 
-use candle_core::{CpuStorage, Storage, Tensor};
+use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use half::{bf16, f16};
 
 use crate::error::Result;
@@ -67,13 +67,20 @@ fn long_available() -> bool {
 pub(crate) fn with_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     {
         let (storage, layout) = x.storage_and_layout();
-        if let (Storage::Cpu(CpuStorage::F32(all)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return Ok(f(&all[start..end]));
+        if let Some(values) = cpu_f32s(&storage, layout) {
+            return Ok(f(values));
         }
     }
     Ok(f(&x.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// The values of a tensor (its `storage` and `layout`, from `storage_and_layout`) when it is
+/// f32 in CPU memory and contiguous; `None` otherwise.
+pub(crate) fn cpu_f32s<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(all)), Some((start, end))) => Some(&all[start..end]),
+        _ => None,
+    }
 }
 
 fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
