@@ -3,13 +3,15 @@
 //! `cargo run --release -p guardreasoner-engine --example bench -- MODEL [PROMPT_TOKENS] [NEW_TOKENS]`
 //! MODEL is a `.gguf` file or a Hugging Face directory. The prompt is the GuardReasoner
 //! instruction repeated to PROMPT_TOKENS tokens (default 357); generation ignores end-of-sequence
-//! ids so exactly NEW_TOKENS (default 200) are decoded. Threads: candle uses all cores unless
-//! `RAYON_NUM_THREADS` is set.
+//! ids so exactly NEW_TOKENS (default 200) are decoded. Each greedy choice is the engine's
+//! (`Llama::greedy_tokens`: the greedy screen where the output matrix is dense; `FULL_LOGITS=1`
+//! computes every logit instead). Threads: candle uses all cores unless `RAYON_NUM_THREADS` is
+//! set.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use guardreasoner_engine::{argmax, Engine, LoadOptions};
+use guardreasoner_engine::{Engine, LoadOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -21,8 +23,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let new_tokens: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(200);
 
     let t = Instant::now();
-    let engine = Engine::load(&model, &LoadOptions::default())?;
+    let opts = LoadOptions {
+        full_logits: std::env::var("FULL_LOGITS").as_deref() == Ok("1"),
+        ..LoadOptions::default()
+    };
+    let engine = Engine::load(&model, &opts)?;
     println!("load: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    if let Some((dense, copy)) = engine.model().greedy_screen_bytes() {
+        println!(
+            "greedy screen: output matrix {:.1} MB, read as {:.1} MB",
+            dense as f64 / 1e6,
+            copy as f64 / 1e6
+        );
+    }
     let text = "You are a classifier for analyzing interactions between humans and AI. ".repeat(64);
     let mut prompt = engine.tokenizer().encode(&text, true)?;
     prompt.truncate(prompt_tokens);
@@ -31,12 +44,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cache = model.new_cache(prompt.len() + new_tokens)?;
     let t = Instant::now();
     let hidden = model.forward_hidden(&prompt, &mut cache, 0)?;
-    let mut next = argmax(&model.last_position_logits(&hidden)?);
+    let last = hidden.narrow(0, prompt.len() - 1, 1)?;
+    let mut next = model.greedy_tokens(&last)?[0];
     let prefill = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for i in 0..new_tokens {
         let hidden = model.forward_hidden(&[next], &mut cache, prompt.len() + i)?;
-        next = argmax(&model.last_position_logits(&hidden)?);
+        next = model.greedy_tokens(&hidden)?[0];
     }
     let decode = t.elapsed().as_secs_f64();
     println!(

@@ -5,7 +5,9 @@
 //! MODEL is a `.gguf` file or a Hugging Face directory; NEW_TOKENS (default 64) decode steps per
 //! sequence; BATCHES a comma-separated list (default `1,4,8`). Each sequence gets a different
 //! prompt (the GuardReasoner instruction cut to 100 + 13 * i tokens), is prefilled alone, then all
-//! advance together one `Llama::forward_batch` step at a time, ignoring end-of-sequence ids.
+//! advance together one `Llama::forward_batch_hidden` step at a time, ignoring end-of-sequence
+//! ids, each choosing its next token with `Llama::greedy_tokens` (the greedy screen where the
+//! output matrix is dense; `FULL_LOGITS=1` computes every logit instead).
 //! Prints sequences x steps / decode seconds, the median of REPS (default 5) runs, the batch
 //! sizes alternating run by run (this machine's speed drifts by tens of percent).
 
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use guardreasoner_engine::model::Llama;
-use guardreasoner_engine::{argmax, Engine, KvCache, LoadOptions};
+use guardreasoner_engine::{Engine, KvCache, LoadOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -29,7 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
 
-    let engine = Engine::load(&model, &LoadOptions::default())?;
+    let opts = LoadOptions {
+        full_logits: std::env::var("FULL_LOGITS").as_deref() == Ok("1"),
+        ..LoadOptions::default()
+    };
+    let engine = Engine::load(&model, &opts)?;
     let text = "You are a classifier for analyzing interactions between humans and AI. ".repeat(64);
     let full = engine.tokenizer().encode(&text, true)?;
     let model = engine.model();
@@ -70,17 +76,18 @@ fn decode_seconds(
         let prompt = &full[..(100 + 13 * i).min(full.len())];
         let mut cache = model.new_cache(prompt.len() + new_tokens)?;
         let hidden = model.forward_hidden(prompt, &mut cache, 0)?;
-        next.push(argmax(&model.last_position_logits(&hidden)?));
+        let last = hidden.narrow(0, prompt.len() - 1, 1)?;
+        next.push(model.greedy_tokens(&last)?[0]);
         positions.push(prompt.len());
         caches.push(cache);
     }
     let t = Instant::now();
     for _ in 0..new_tokens {
         let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-        let logits = model.forward_batch(&next, &mut refs, &positions)?; // (batch, vocab)
-        for (b, row) in logits.to_vec2::<f32>()?.iter().enumerate() {
-            next[b] = argmax(row);
-            positions[b] += 1;
+        let hidden = model.forward_batch_hidden(&next, &mut refs, &positions)?; // (batch, hidden)
+        next = model.greedy_tokens(&hidden)?;
+        for p in &mut positions {
+            *p += 1;
         }
     }
     Ok(t.elapsed().as_secs_f64())

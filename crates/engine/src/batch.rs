@@ -93,9 +93,12 @@ pub fn generate_batch_with_prefix(
             let (tokens, positions): (Vec<u32>, Vec<usize>) =
                 group.iter().map(|&i| seqs[i].next_input()).unzip();
             let mut group_caches = caches_of(&mut caches, group);
-            let logits = model.forward_batch(&tokens, &mut group_caches, &positions)?; // (group, vocab)
-            for (&i, row) in group.iter().zip(logits.to_vec2::<f32>()?) {
-                seqs[i].logits = row;
+            let hidden = model.forward_batch_hidden(&tokens, &mut group_caches, &positions)?;
+            // Greedy choices from the screen only when every sequence of the group is greedy
+            // (the others need every logit; the greedy ones then take the argmax of theirs).
+            let greedy = group.iter().all(|&i| opts_of(i).sampling.is_greedy());
+            for (&i, next) in group.iter().zip(model.next_tokens(&hidden, greedy)?) {
+                seqs[i].next = next;
                 if !seqs[i].accept(tokenizer, &mut *observers[i])? {
                     still_active.push(i);
                 }

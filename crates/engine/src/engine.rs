@@ -27,6 +27,11 @@ pub struct LoadOptions {
     /// verification aid: it makes a Q4_1 file comparable with a dequantized reference; 7x the
     /// memory).
     pub dequantize_q4_1: bool,
+    /// Compute every logit at greedy steps instead of finding the largest with the greedy
+    /// screen of a dense output matrix ([`Llama::with_greedy_screen`]): the same tokens, and
+    /// the same logits for observers; without the screen's 8-bit copy of the matrix in memory.
+    /// `GUARDREASONER_FULL_LOGITS=1` in the environment does the same for every load.
+    pub full_logits: bool,
 }
 
 /// A model ready to generate, with its tokenizer.
@@ -53,7 +58,8 @@ impl Engine {
         } else {
             loaded.weights
         };
-        let model = Llama::new(loaded.config, weights, &device)?;
+        let model =
+            Llama::new(loaded.config, weights, &device)?.with_greedy_screen(!opts.full_logits);
         Ok(Self {
             model,
             tokenizer: loaded.tokenizer,

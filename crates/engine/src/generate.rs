@@ -18,7 +18,9 @@ use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::lookup::{plan, DraftCorpus, PromptLookup};
 use crate::model::Llama;
-use crate::prefix::{prefill_range, PrefixKv};
+use crate::model::NextToken;
+use crate::prefix::{prefill_hidden, PrefixKv};
+use crate::screen::GreedyScreen;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
 /// How the next token is chosen from the logits.
@@ -164,12 +166,112 @@ pub struct Step<'a> {
     pub index: usize,
     /// The chosen id.
     pub token: u32,
-    /// Logits `(vocab)` the id was chosen from (before temperature).
-    pub logits: &'a [f32],
+    /// Logits `(vocab)` the id was chosen from (before temperature): computed already, or on
+    /// demand for greedy steps of a model with the greedy screen (same values).
+    pub logits: StepLogits<'a>,
     /// Text completed by this id (complete UTF-8 only; empty when held back or for EOS).
     pub text: &'a str,
     /// Whether `token` ends generation.
     pub is_eos: bool,
+}
+
+/// The logits of a step as an observer sees them: every one computed already (sampling, or a
+/// model without the greedy screen), or any of them computed on demand (greedy steps of a
+/// model with it, see [`Llama::with_greedy_screen`]): the same values either way, bit for bit.
+#[derive(Clone, Copy)]
+pub struct StepLogits<'a>(LogitSource<'a>);
+
+#[derive(Clone, Copy)]
+enum LogitSource<'a> {
+    Computed(&'a [f32]),
+    OnDemand {
+        screen: &'a GreedyScreen,
+        hidden: &'a [f32],
+    },
+}
+
+impl<'a> StepLogits<'a> {
+    /// Logits of the final-normed `hidden` row, computed when asked for.
+    pub(crate) fn on_demand(screen: &'a GreedyScreen, hidden: &'a [f32]) -> Self {
+        Self(LogitSource::OnDemand { screen, hidden })
+    }
+
+    /// The vocabulary size.
+    pub fn len(&self) -> usize {
+        match self.0 {
+            LogitSource::Computed(logits) => logits.len(),
+            LogitSource::OnDemand { screen, .. } => screen.rows(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The logit of `token`; `None` past the vocabulary.
+    pub fn get(&self, token: u32) -> Option<f32> {
+        ((token as usize) < self.len()).then(|| self.values(&[token])[0])
+    }
+
+    /// The logits of `tokens` (negative infinity past the vocabulary).
+    pub fn values(&self, tokens: &[u32]) -> Vec<f32> {
+        match self.0 {
+            LogitSource::Computed(logits) => tokens
+                .iter()
+                .map(|&t| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY))
+                .collect(),
+            LogitSource::OnDemand { screen, hidden } => {
+                let known: Vec<u32> = tokens
+                    .iter()
+                    .copied()
+                    .filter(|&t| (t as usize) < screen.rows())
+                    .collect();
+                let mut exact = screen.exact(hidden, &known).into_iter();
+                tokens
+                    .iter()
+                    .map(|&t| match (t as usize) < screen.rows() {
+                        true => exact.next().unwrap_or(f32::NEG_INFINITY),
+                        false => f32::NEG_INFINITY,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every logit (on demand, this is a whole output projection).
+    pub fn to_vec(&self) -> Vec<f32> {
+        match self.0 {
+            LogitSource::Computed(logits) => logits.to_vec(),
+            LogitSource::OnDemand { screen, hidden } => screen.exact_all(hidden),
+        }
+    }
+
+    /// The logits, when they are computed already.
+    pub fn as_slice(&self) -> Option<&'a [f32]> {
+        match self.0 {
+            LogitSource::Computed(logits) => Some(logits),
+            LogitSource::OnDemand { .. } => None,
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for StepLogits<'a> {
+    fn from(logits: &'a [f32]) -> Self {
+        Self(LogitSource::Computed(logits))
+    }
+}
+
+impl std::fmt::Debug for StepLogits<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.0 {
+            LogitSource::Computed(_) => "computed",
+            LogitSource::OnDemand { .. } => "on demand",
+        };
+        f.debug_struct("StepLogits")
+            .field("len", &self.len())
+            .field("source", &source)
+            .finish()
+    }
 }
 
 /// Whether to go on after a step.
@@ -308,11 +410,8 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut StdRng) -> u32 
 
 /// Probability of each of `candidates` under `logits`, renormalised over the candidates only
 /// (e.g. P(harmful) / (P(harmful) + P(unharmful)) over the labels' first tokens).
-pub fn candidate_probs(logits: &[f32], candidates: &[u32]) -> Vec<f32> {
-    let values: Vec<f32> = candidates
-        .iter()
-        .map(|&c| logits.get(c as usize).copied().unwrap_or(f32::NEG_INFINITY))
-        .collect();
+pub fn candidate_probs(logits: StepLogits<'_>, candidates: &[u32]) -> Vec<f32> {
+    let values = logits.values(candidates);
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
         return vec![0.0; candidates.len()];
@@ -402,7 +501,7 @@ pub fn generate_reusing(
         };
         if proposed.is_empty() {
             let hidden = model.forward_hidden(&[token], cache, pos)?; // (1, hidden)
-            seq.logits = model.last_position_logits(&hidden)?; // (vocab)
+            seq.next = one(model.next_tokens(&hidden, opts.sampling.is_greedy())?);
             done = seq.accept(tokenizer, observer)?;
             history.push(seq.last_token());
             continue;
@@ -414,10 +513,10 @@ pub fn generate_reusing(
         input.push(token);
         input.extend_from_slice(&proposed);
         let hidden = model.forward_hidden(&input, cache, pos)?; // (1 + k, hidden)
-        let rows = model.logits(&hidden)?.to_vec2::<f32>()?; // (1 + k, vocab)
+        let rows = model.next_tokens(&hidden, true)?; // drafting is greedy only
         seq.record_draft(proposed.len());
         for (i, row) in rows.into_iter().enumerate() {
-            seq.logits = row;
+            seq.next = row;
             done = seq.accept(tokenizer, observer)?;
             let chosen = seq.last_token();
             history.push(chosen);
@@ -432,6 +531,12 @@ pub fn generate_reusing(
         corpus.learn(&history, prompt.len());
     }
     Ok(generation)
+}
+
+/// The only element of `next` (one row of hidden states in, one out).
+pub(crate) fn one(mut next: Vec<NextToken>) -> NextToken {
+    debug_assert_eq!(next.len(), 1);
+    next.swap_remove(0)
 }
 
 /// Check a request before any compute: non-empty prompt, `max_new_tokens > 0`, valid sampling,
@@ -463,15 +568,16 @@ pub(crate) fn validate_request(
 
 /// The state of one sequence being generated, shared by [`generate`] and
 /// [`crate::batch::generate_batch`] so both apply the same sampling and stop rules: prefill
-/// fills `logits`, then each [`Sequence::accept`] samples from `logits` and the caller computes
-/// the next `logits` at [`Sequence::next_input`] until `accept` says it is done.
+/// fills `next`, then each [`Sequence::accept`] takes the token `next` gives (sampled from its
+/// logits, or its greedy choice) and the caller computes the next `next` at
+/// [`Sequence::next_input`] until `accept` says it is done.
 pub(crate) struct Sequence<'o> {
     opts: &'o GenerateOptions,
     prompt_len: usize,
     rng: StdRng,
     stream: StreamDecoder,
-    /// Logits `(vocab)` of the last position, to sample the next id from.
-    pub(crate) logits: Vec<f32>,
+    /// What the model gave for the last position: logits to sample from, or its greedy choice.
+    pub(crate) next: NextToken,
     tokens: Vec<u32>,
     stop: StopReason,
     start: Instant,
@@ -503,13 +609,14 @@ impl<'o> Sequence<'o> {
             }
             _ => 0,
         };
-        let logits = prefill_range(model, cache, prompt, from, opts.prefill_chunk)?;
+        let hidden = prefill_hidden(model, cache, prompt, from, opts.prefill_chunk)?;
+        let next = one(model.next_tokens(&hidden, opts.sampling.is_greedy())?);
         Ok(Self {
             opts,
             prompt_len: prompt.len(),
             rng: StdRng::seed_from_u64(opts.sampling.seed),
             stream: StreamDecoder::new(),
-            logits,
+            next,
             tokens: Vec::new(),
             stop: StopReason::MaxTokens,
             start,
@@ -557,7 +664,7 @@ impl<'o> Sequence<'o> {
         )
     }
 
-    /// Sample the next id from `logits`, show it to the observer and apply the stop rules.
+    /// Take the next id from `next`, show it to the observer and apply the stop rules.
     /// Returns whether the sequence is finished.
     pub(crate) fn accept(
         &mut self,
@@ -565,7 +672,10 @@ impl<'o> Sequence<'o> {
         observer: &mut dyn StepObserver,
     ) -> Result<bool> {
         let index = self.tokens.len();
-        let token = sample(&self.logits, &self.opts.sampling, &mut self.rng);
+        let token = match &self.next {
+            NextToken::Logits(logits) => sample(logits, &self.opts.sampling, &mut self.rng),
+            NextToken::Greedy { token, .. } => *token,
+        };
         if index == 0 {
             self.prefill_ms = ms_since(self.start);
             self.decode_start = Instant::now();
@@ -580,7 +690,7 @@ impl<'o> Sequence<'o> {
         let control = observer.on_step(&Step {
             index,
             token,
-            logits: &self.logits,
+            logits: self.next.logits(),
             text: piece.as_deref().unwrap_or(""),
             is_eos,
         });
@@ -714,7 +824,7 @@ mod tests {
 
     #[test]
     fn candidate_probs_renormalise() {
-        let p = candidate_probs(&[0.0, 2.0_f32.ln(), 5.0], &[0, 1]);
+        let p = candidate_probs([0.0, 2.0_f32.ln(), 5.0][..].into(), &[0, 1]);
         assert!((p[0] - 1.0 / 3.0).abs() < 1e-6 && (p[1] - 2.0 / 3.0).abs() < 1e-6);
         let lp = log_softmax(&[1.0, 1.0]);
         assert!((lp[0] - 0.5f32.ln()).abs() < 1e-6);

@@ -40,6 +40,7 @@ pub mod prefix;
 pub mod quant;
 pub mod rope;
 pub mod rowwise;
+mod screen;
 #[cfg(test)]
 mod test_support;
 pub mod tokenizer;
@@ -52,7 +53,7 @@ pub use error::{EngineError, Result};
 pub use export::{quantize_hf_dir, QuantType, QuantizeSummary};
 pub use generate::{
     argmax, candidate_probs, generate, generate_reusing, generate_with_prefix, log_softmax, sample,
-    GenerateOptions, Generation, NoObserver, Reuse, SamplingParams, Step, StepControl,
+    GenerateOptions, Generation, NoObserver, Reuse, SamplingParams, Step, StepControl, StepLogits,
     StepObserver, StopReason, Timings,
 };
 pub use kv_cache::KvCache;

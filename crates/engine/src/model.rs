@@ -14,15 +14,19 @@
 //! validated [`LlamaConfig`]. Weights are [`Linear`] so quantized and dense checkpoints share
 //! this code; [`RopeLayout`] records how the checkpoint ordered the rotated pairs.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::activation::silu_mul;
 use crate::attention::{attend_rows, AttentionShape, SequenceRows};
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
+use crate::generate::StepLogits;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::rope::{RopeLayout, RotaryEmbedding};
+use crate::screen::GreedyScreen;
 
 /// RMSNorm weight `(hidden)` and epsilon.
 #[derive(Debug, Clone)]
@@ -126,8 +130,34 @@ pub struct Llama {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
+    /// The greedy screen of a dense `lm_head` on the CPU ([`Self::with_greedy_screen`]).
+    screen: Option<Arc<GreedyScreen>>,
     rotary: RotaryEmbedding,
     device: Device,
+}
+
+/// What the model gives a sequence for its next position.
+#[derive(Debug, Clone)]
+pub(crate) enum NextToken {
+    /// Every logit `(vocab)`, to sample from.
+    Logits(Vec<f32>),
+    /// The greedy choice, found by `screen` without every logit; `hidden` (the final-normed
+    /// row) gives any logit on demand.
+    Greedy {
+        token: u32,
+        hidden: Vec<f32>,
+        screen: Arc<GreedyScreen>,
+    },
+}
+
+impl NextToken {
+    /// The logits an observer of the step sees: the computed ones, or any of them on demand.
+    pub(crate) fn logits(&self) -> StepLogits<'_> {
+        match self {
+            NextToken::Logits(logits) => StepLogits::from(&logits[..]),
+            NextToken::Greedy { hidden, screen, .. } => StepLogits::on_demand(screen, hidden),
+        }
+    }
 }
 
 impl Llama {
@@ -173,6 +203,7 @@ impl Llama {
             layers,
             norm: norm(weights.norm)?,
             lm_head: weights.lm_head,
+            screen: None,
             rotary,
             device: device.clone(),
             config,
@@ -207,6 +238,68 @@ impl Llama {
     /// Output projection: final hidden states `(seq, hidden)` -> logits `(seq, vocab)` f32.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.lm_head.forward(hidden)
+    }
+
+    /// Build (`on`) or drop the greedy screen of `lm_head` ([`crate::screen`]): with it, greedy
+    /// steps find the largest logit exactly without computing every logit, reading an 8-bit
+    /// copy of the matrix instead (half the bytes of f16). Only a dense matrix on a CPU with
+    /// AVX-512F gets one; elsewhere this changes nothing. Costs the copy's memory (vocab x
+    /// hidden bytes) and one pass over the matrix to build it.
+    pub fn with_greedy_screen(mut self, on: bool) -> Self {
+        self.screen = match (&self.lm_head, on) {
+            (Linear::Dense(w), true) => GreedyScreen::build(w).map(Arc::new),
+            _ => None,
+        };
+        self
+    }
+
+    /// Whether greedy steps use the screen ([`Self::with_greedy_screen`]).
+    pub fn has_greedy_screen(&self) -> bool {
+        self.screen.is_some()
+    }
+
+    /// With the screen: the bytes of the dense output matrix and of the screen's copy, which a
+    /// greedy step reads instead (plus a few exact rows).
+    pub fn greedy_screen_bytes(&self) -> Option<(usize, usize)> {
+        let (Some(screen), Linear::Dense(w)) = (&self.screen, &self.lm_head) else {
+            return None;
+        };
+        Some((w.elem_count() * w.dtype().size_in_bytes(), screen.bytes()))
+    }
+
+    /// The greedy choice ([`crate::argmax`] of the logits) for each row of final hidden
+    /// states `(rows, hidden)`: with the screen when there is one, else from every logit.
+    pub fn greedy_tokens(&self, hidden: &Tensor) -> Result<Vec<u32>> {
+        Ok(self
+            .next_tokens(hidden, true)?
+            .into_iter()
+            .map(|next| match next {
+                NextToken::Logits(logits) => crate::argmax(&logits),
+                NextToken::Greedy { token, .. } => token,
+            })
+            .collect())
+    }
+
+    /// For each row of final hidden states `(rows, hidden)`: its greedy choice when `greedy`
+    /// and the screen can make it, else its logits.
+    pub(crate) fn next_tokens(&self, hidden: &Tensor, greedy: bool) -> Result<Vec<NextToken>> {
+        if let (true, Some(screen)) = (greedy, &self.screen) {
+            let rows = hidden.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let flat = rows.concat();
+            if let Some(tokens) = screen.argmax(&flat) {
+                return Ok(tokens
+                    .into_iter()
+                    .zip(rows)
+                    .map(|(token, hidden)| NextToken::Greedy {
+                        token,
+                        hidden,
+                        screen: Arc::clone(screen),
+                    })
+                    .collect());
+            }
+        }
+        let logits = self.logits(hidden)?.to_vec2::<f32>()?;
+        Ok(logits.into_iter().map(NextToken::Logits).collect())
     }
 
     /// Logits `(vocab)` of the last row of final hidden states `(seq, hidden)`.
@@ -435,7 +528,18 @@ impl Llama {
 
     /// One decode step for several independent sequences: `tokens[b]` is the next token of
     /// sequence `b`, at position `positions[b]` of its own cache `caches[b]`. Returns logits
-    /// `(batch, vocab)` f32.
+    /// `(batch, vocab)` f32 ([`Self::forward_batch_hidden`], then `lm_head`).
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        positions: &[usize],
+    ) -> Result<Tensor> {
+        let hidden = self.forward_batch_hidden(tokens, caches, positions)?;
+        self.logits(&hidden) // (batch, vocab)
+    }
+
+    /// [`Self::forward_batch`] up to the final-normed hidden states `(batch, hidden)`.
     ///
     /// Embeddings, norms, every projection, the MLP and `lm_head` run on the `(batch, hidden)`
     /// matrix at once (each weight is read once per step for all sequences); RoPE, the cache
@@ -444,7 +548,7 @@ impl Llama {
     /// call of the fused kernel attends for all sequences). Row `b` equals
     /// `forward(&[tokens[b]], caches[b], positions[b])` exactly for dense weights (see
     /// [`crate::rowwise`]) and for GGML-quantized ones (their kernel works row by row).
-    pub fn forward_batch(
+    pub fn forward_batch_hidden(
         &self,
         tokens: &[u32],
         caches: &mut [&mut KvCache],
@@ -536,8 +640,7 @@ impl Llama {
         for (cache, &pos) in caches.iter_mut().zip(positions) {
             cache.set_len(pos + 1);
         }
-        let hidden = self.norm.forward(&x)?; // (batch, hidden)
-        self.logits(&hidden) // (batch, vocab)
+        self.norm.forward(&x) // (batch, hidden)
     }
 
     fn check_vocab(&self, tokens: &[u32]) -> Result<()> {

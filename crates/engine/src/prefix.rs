@@ -8,6 +8,8 @@
 //! alone, never of what ran before (results never depend on cache state). Copied entries are
 //! the computed ones bit for bit (`tests/prefix.rs`).
 
+use candle_core::Tensor;
+
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
 use crate::model::Llama;
@@ -30,7 +32,7 @@ impl PrefixKv {
             });
         }
         let mut cache = model.new_cache(tokens.len())?;
-        prefill_range(model, &mut cache, &tokens, 0, chunk)?;
+        prefill_hidden(model, &mut cache, &tokens, 0, chunk)?;
         Ok(Self { tokens, cache })
     }
 
@@ -63,8 +65,8 @@ impl PrefixKv {
 }
 
 /// Run `prompt[from..]` at positions `from..` in chunks of `chunk` (positions before `from`
-/// already in `cache`); returns the last position's logits. This is the prefill of
-/// [`crate::generate`].
+/// already in `cache`); returns the last position's logits (none when `from` is past the
+/// prompt's end).
 pub fn prefill_range(
     model: &Llama,
     cache: &mut KvCache,
@@ -72,16 +74,39 @@ pub fn prefill_range(
     from: usize,
     chunk: usize,
 ) -> Result<Vec<f32>> {
+    if from >= prompt.len() {
+        return Ok(Vec::new());
+    }
+    let hidden = prefill_hidden(model, cache, prompt, from, chunk)?;
+    model.last_position_logits(&hidden)
+}
+
+/// [`prefill_range`] up to the last position's final-normed hidden state `(1, hidden)`, which
+/// must exist (`from` before the prompt's end). This is the prefill of [`crate::generate`].
+pub fn prefill_hidden(
+    model: &Llama,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    from: usize,
+    chunk: usize,
+) -> Result<Tensor> {
+    if from >= prompt.len() {
+        return Err(EngineError::InvalidRequest {
+            field: "prompt".into(),
+            problem: format!(
+                "nothing to prefill: {} tokens from position {from}",
+                prompt.len()
+            ),
+        });
+    }
     let chunk = chunk.max(1);
-    let mut logits = Vec::new();
     let mut start = from;
-    while start < prompt.len() {
+    loop {
         let end = (start + chunk).min(prompt.len());
         let hidden = model.forward_hidden(&prompt[start..end], cache, start)?; // (piece, hidden)
         if end == prompt.len() {
-            logits = model.last_position_logits(&hidden)?; // (vocab)
+            return Ok(hidden.narrow(0, end - start - 1, 1)?); // (1, hidden)
         }
         start = end;
     }
-    Ok(logits)
 }

@@ -135,6 +135,39 @@ fn product(x: &Tensor, w: &Tensor, long: bool) -> Result<Option<Tensor>> {
     )?))
 }
 
+/// `dot(x, w_j)` for each `j` of `rows`, for one activation row `x` against a dense
+/// `(out, in)` CPU weight `w` (f32, f16 or bf16, contiguous): each value is the one
+/// [`forward`] gives for that row, bit for bit (the same kernel on the gathered rows, whose
+/// arithmetic does not depend on its neighbours). `None` for any other `w`, or a `x` of
+/// another length.
+pub(crate) fn selected(x: &[f32], w: &Tensor, rows: &[u32]) -> Option<Vec<f32>> {
+    let &[out_features, in_features] = w.dims() else {
+        return None;
+    };
+    if x.len() != in_features || rows.iter().any(|&j| j as usize >= out_features) {
+        return None;
+    }
+    let (storage, layout) = w.storage_and_layout();
+    let (start, end) = layout.contiguous_offsets()?;
+    let Storage::Cpu(cpu) = &*storage else {
+        return None;
+    };
+    fn gathered<W: Weight>(x: &[f32], w: &[W], rows: &[u32]) -> Vec<f32> {
+        let n = x.len();
+        let mut picked = Vec::with_capacity(rows.len() * n);
+        for &j in rows {
+            picked.extend_from_slice(&w[j as usize * n..][..n]);
+        }
+        products(x, n, &picked)
+    }
+    match cpu {
+        CpuStorage::F32(all) => Some(gathered(x, &all[start..end], rows)),
+        CpuStorage::F16(all) => Some(gathered(x, &all[start..end], rows)),
+        CpuStorage::BF16(all) => Some(gathered(x, &all[start..end], rows)),
+        _ => None,
+    }
+}
+
 /// A bf16/f16 CPU matrix widened to f32 on all threads (candle's `to_dtype` uses one), for the
 /// prefill GEMM; `None` for other inputs.
 pub fn widen(w: &Tensor) -> Result<Option<Tensor>> {
@@ -145,8 +178,7 @@ pub fn widen(w: &Tensor) -> Result<Option<Tensor>> {
     fn par_widen<W: Weight>(src: &[W]) -> Vec<f32> {
         let mut out = vec![0f32; src.len()];
         crate::pool::for_each_chunk_mut(&mut out, 1 << 16, |i, o| {
-            let s = &src[i << 16..];
-            o.iter_mut().zip(s).for_each(|(o, s)| *o = s.to_f32());
+            W::widen_into(&src[i << 16..][..o.len()], o);
         });
         out
     }
@@ -162,6 +194,12 @@ pub fn widen(w: &Tensor) -> Result<Option<Tensor>> {
 /// A weight element: f32, or a half-precision type widened exactly to f32.
 pub(crate) trait Weight: Copy + Send + Sync {
     fn to_f32(self) -> f32;
+    /// `dst[i] = src[i].to_f32()` (the slices have one length), SIMD where the type has it.
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
     /// Eight consecutive weights as f32 lanes.
     ///
     /// # Safety
@@ -179,6 +217,9 @@ pub(crate) trait Weight: Copy + Send + Sync {
 impl Weight for f32 {
     fn to_f32(self) -> f32 {
         self
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
     #[cfg(target_arch = "x86_64")]
     #[inline]
@@ -199,6 +240,9 @@ impl Weight for f32 {
 impl Weight for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
     }
     #[cfg(target_arch = "x86_64")]
     #[inline]
@@ -228,6 +272,9 @@ impl Weight for bf16 {
 impl Weight for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
     }
     #[cfg(target_arch = "x86_64")]
     #[inline]

@@ -279,7 +279,10 @@ fn observer_sees_every_step_and_can_stop() {
             &opts,
             &mut |step: &guardreasoner_engine::Step<'_>| {
                 assert_eq!(step.logits.len(), 307);
-                assert_eq!(guardreasoner_engine::argmax(step.logits), step.token);
+                assert_eq!(
+                    guardreasoner_engine::argmax(&step.logits.to_vec()),
+                    step.token
+                );
                 seen.push(step.token);
                 streamed.push_str(step.text);
                 if step.index == 4 {
