@@ -243,8 +243,8 @@ impl Llama {
     /// Build (`on`) or drop the greedy screen of `lm_head` ([`crate::screen`]): with it, greedy
     /// steps find the largest logit exactly without computing every logit, reading an 8-bit
     /// copy of the matrix instead (half the bytes of f16). Only a dense matrix on a CPU with
-    /// AVX-512F gets one; elsewhere this changes nothing. Costs the copy's memory (vocab x
-    /// hidden bytes) and one pass over the matrix to build it.
+    /// AVX-512F, or AVX2 and FMA, gets one; elsewhere this changes nothing. Costs the copy's
+    /// memory (vocab x hidden bytes) and one pass over the matrix to build it.
     pub fn with_greedy_screen(mut self, on: bool) -> Self {
         self.screen = match (&self.lm_head, on) {
             (Linear::Dense(w), true) => GreedyScreen::build(w).map(Arc::new),

@@ -25,10 +25,10 @@
 //! `1e30`, or with a non-finite value, are not screened (the caller computes every logit), and
 //! a matrix with a non-finite weight gets no screen.
 //!
-//! The kept rows are few: `B_j` is about a third of a standard deviation of the logits of a
-//! random matrix, and trained models' top logits stand further apart (figures in
+//! The kept rows are few: `B_j` is under half a standard deviation of the logits of a random
+//! matrix, and trained models' top logits stand further apart (figures in
 //! docs/BENCHMARKS.md). The copy costs a quarter (f32) or half (f16/bf16) of the matrix in
-//! memory; its kernel needs AVX-512F, without which no screen is built.
+//! memory; its kernel needs AVX-512F, or AVX2 and FMA, without which no screen is built.
 
 use candle_core::{CpuStorage, Storage, Tensor};
 
@@ -56,6 +56,8 @@ pub(crate) struct GreedyScreen {
     slack: Vec<f32>,
     /// `max_j max(|w_j|, s_j |q_j|)`.
     max_norm: f64,
+    /// The approximate product's kernel.
+    kernel: Kernel,
 }
 
 impl std::fmt::Debug for GreedyScreen {
@@ -78,7 +80,8 @@ struct RowStats {
 
 impl GreedyScreen {
     /// The screen of `w`, `None` when `w` is not a contiguous `(rows, n)` f32/f16/bf16 CPU
-    /// matrix, holds a non-finite value, or this CPU lacks the kernel (AVX-512F).
+    /// matrix, holds a non-finite value, or this CPU has no SIMD kernel for it (AVX-512F, or
+    /// AVX2 and FMA).
     pub(crate) fn build(w: &Tensor) -> Option<Self> {
         if !kernel_available() {
             return None;
@@ -115,6 +118,7 @@ impl GreedyScreen {
             scale: stats.iter().map(|s| s.scale).collect(),
             slack: stats.iter().map(|s| s.slack).collect(),
             max_norm: stats.iter().map(|s| s.norm).fold(0.0, f64::max),
+            kernel: kernel(),
         })
     }
 
@@ -204,24 +208,20 @@ impl GreedyScreen {
         let tasks = self.rows().div_ceil(ROWS_PER_TASK);
         let stride = (ROWS_PER_TASK + 2) * r;
         let mut values = vec![0f32; tasks * stride];
-        let simd = kernel_available();
         crate::pool::for_each_chunk_mut(&mut values, stride, |t, chunk| {
             let first = t * ROWS_PER_TASK;
             let m = ROWS_PER_TASK.min(self.rows() - first);
             let (dots, summary) = chunk.split_at_mut(ROWS_PER_TASK * r);
             let dots = &mut dots[..m * r];
             let q = &self.q[first * n..][..m * n];
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: `kernel_available()` saw AVX-512F.
-                unsafe { avx512::dots(x, n, q, dots) };
-            } else {
-                plain_dots(x, n, q, dots);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                let _ = simd;
-                plain_dots(x, n, q, dots);
+            match self.kernel {
+                // SAFETY: `kernel()` saw AVX-512F.
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => unsafe { avx512::dots(x, n, q, dots) },
+                // SAFETY: `kernel()` saw AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => unsafe { avx2::dots(x, n, q, dots) },
+                _ => plain_dots(x, n, q, dots),
             }
             for (i, summary) in summary.chunks_exact_mut(2).enumerate() {
                 let (mut high, mut low) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
@@ -278,16 +278,33 @@ fn logits_or_bug(logits: Option<Vec<f32>>) -> Vec<f32> {
     logits.expect("the greedy screen's matrix is a contiguous dense CPU matrix")
 }
 
-/// Whether the approximate product has its SIMD kernel here.
-fn kernel_available() -> bool {
+/// The approximate product's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Avx512,
+    Avx2,
+    /// One value at a time: slower than computing every logit with the SIMD decode kernel, so
+    /// no screen is built where it is the only one.
+    Plain,
+}
+
+/// The best kernel this CPU runs.
+fn kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f")
+        if std::is_x86_feature_detected!("avx512f") {
+            return Kernel::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Kernel::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Kernel::Plain
+}
+
+/// Whether the approximate product has a SIMD kernel here.
+fn kernel_available() -> bool {
+    kernel() != Kernel::Plain
 }
 
 /// The 8-bit copy of `w` (rows of `n`) and each row's figures, rows spread over the pool.
@@ -468,6 +485,98 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::avx512::dots`] on 8-lane vectors: four weight rows side by side, each widened
+    /// once for up to two activation rows (16 registers hold the 8 accumulators, the 4
+    /// widened rows and an activation).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
+        let r = x.len() / n;
+        let rows = q.len() / n;
+        let mut j = 0;
+        while j < rows {
+            let k = (rows - j).min(4);
+            let mut i = 0;
+            while i < r {
+                let m = (r - i).min(2);
+                // SAFETY: the caller's CPU features; rows j..j+k of q, activation rows i..i+m.
+                unsafe {
+                    match (k, m) {
+                        (4, 2) => group::<4, 2>(x, n, q, out, r, j, i),
+                        (4, 1) => group::<4, 1>(x, n, q, out, r, j, i),
+                        (_, 2) => group::<1, 2>(x, n, q, out, r, j, i),
+                        _ => group::<1, 1>(x, n, q, out, r, j, i),
+                    }
+                }
+                i += m;
+            }
+            j += if k == 4 { 4 } else { 1 };
+        }
+    }
+
+    /// Weight rows `j..j + K` times activation rows `i..i + M`.
+    #[inline(always)]
+    unsafe fn group<const K: usize, const M: usize>(
+        x: &[f32],
+        n: usize,
+        q: &[i8],
+        out: &mut [f32],
+        r: usize,
+        j: usize,
+        i: usize,
+    ) {
+        debug_assert!((j + K) * n <= q.len() && (i + M) * n <= x.len());
+        let (px, pq) = (
+            x.as_ptr().wrapping_add(i * n),
+            q.as_ptr().wrapping_add(j * n),
+        );
+        let mut acc = [[_mm256_setzero_ps(); M]; K];
+        let full = n / 8 * 8;
+        let mut o = 0;
+        while o < full {
+            if o % 64 == 0 && i == 0 {
+                for k in 0..K {
+                    crate::prefetch::ahead(pq.wrapping_add(k * n + o), 64);
+                }
+            }
+            let mut w = [_mm256_setzero_ps(); K];
+            for (k, w) in w.iter_mut().enumerate() {
+                // SAFETY: o + 8 <= n, inside row j + k of q.
+                let raw = unsafe { _mm_loadl_epi64(pq.add(k * n + o) as *const __m128i) };
+                *w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+            }
+            for m in 0..M {
+                // SAFETY: o + 8 <= n, inside activation row i + m.
+                let xv = unsafe { _mm256_loadu_ps(px.add(m * n + o)) };
+                for (acc, &w) in acc.iter_mut().zip(&w) {
+                    acc[m] = _mm256_fmadd_ps(xv, w, acc[m]);
+                }
+            }
+            o += 8;
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            for (m, &acc) in acc.iter().enumerate() {
+                let mut lanes = [0f32; 8];
+                // SAFETY: 8 writable f32.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+                let mut s = lanes.iter().sum::<f32>();
+                for c in full..n {
+                    // SAFETY: c < n, inside both rows.
+                    let (qv, xv) = unsafe { (*pq.add(k * n + c), *px.add(m * n + c)) };
+                    s = f32::from(qv).mul_add(xv, s);
+                }
+                out[(j + k) * r + i + m] = s;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device};
@@ -500,46 +609,60 @@ mod tests {
             .unwrap()
     }
 
-    /// Every exact logit lies within its bound of the approximate one, with either kernel,
-    /// and the screened choice is the full row's argmax.
+    /// The kernels this CPU runs.
+    fn kernels_here() -> Vec<Kernel> {
+        let mut kernels = vec![Kernel::Plain];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                kernels.push(Kernel::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
+        }
+        kernels
+    }
+
+    /// With every kernel this CPU runs: every exact logit lies within its bound of the
+    /// approximate one, the screened choice is the full row's argmax, and the candidates'
+    /// exact values are the full row's bits. Returns the last kernel's candidates.
     fn check(w: &Tensor, x: &[f32]) -> Vec<Vec<u32>> {
-        let screen = GreedyScreen::build_with(w).expect("a screen");
+        let mut screen = GreedyScreen::build_with(w).expect("a screen");
         let n = screen.n;
         let r = x.len() / n;
         let exact = exact_logits(x, n, w);
-        let pass = screen.approx(x, &vec![0.0; r]);
-        let simd: Vec<f32> = (0..screen.rows() * r)
-            .map(|k| pass.approx(k / r, k % r))
-            .collect();
-        let mut plain = vec![f32::NAN; simd.len()];
-        plain_dots(x, n, &screen.q, &mut plain);
-        for (j, p) in plain.chunks_exact_mut(r).enumerate() {
-            p.iter_mut().for_each(|p| *p *= screen.scale[j]);
-        }
-        for dots in [&simd, &plain] {
+        let mut candidates = Vec::new();
+        for kernel in kernels_here() {
+            screen.kernel = kernel;
+            let pass = screen.approx(x, &vec![0.0; r]);
             for (i, row) in exact.iter().enumerate() {
                 let norm = x[i * n..][..n]
                     .iter()
                     .map(|&v| f64::from(v).powi(2))
                     .sum::<f64>();
                 for (j, &e) in row.iter().enumerate() {
-                    let a = dots[j * r + i];
+                    let a = pass.approx(j, i);
                     let b = norm.sqrt() as f32 * screen.slack[j] * (1.0 + 1e-5);
                     assert!(
                         (a - e).abs() <= b,
-                        "row {j}: approx {a}, exact {e}, bound {b}"
+                        "{kernel:?} row {j}: approx {a}, exact {e}, bound {b}"
                     );
                 }
             }
-        }
-        let chosen = screen.argmax(x).expect("screened");
-        let candidates = screen.candidates(x).unwrap();
-        for (i, row) in exact.iter().enumerate() {
-            assert_eq!(chosen[i], crate::argmax(row), "activation row {i}");
-            assert!(candidates[i].windows(2).all(|p| p[0] < p[1]));
-            let got = screen.exact(&x[i * n..][..n], &candidates[i]);
-            for (&j, &v) in candidates[i].iter().zip(&got) {
-                assert_eq!(v.to_bits(), row[j as usize].to_bits(), "row {j}");
+            let chosen = screen.argmax(x).expect("screened");
+            candidates = screen.candidates(x).unwrap();
+            for (i, row) in exact.iter().enumerate() {
+                assert_eq!(
+                    chosen[i],
+                    crate::argmax(row),
+                    "{kernel:?} activation row {i}"
+                );
+                assert!(candidates[i].windows(2).all(|p| p[0] < p[1]));
+                let got = screen.exact(&x[i * n..][..n], &candidates[i]);
+                for (&j, &v) in candidates[i].iter().zip(&got) {
+                    assert_eq!(v.to_bits(), row[j as usize].to_bits(), "row {j}");
+                }
             }
         }
         candidates
@@ -547,9 +670,6 @@ mod tests {
 
     #[test]
     fn screened_choice_is_the_argmax_for_every_dtype_and_shape() {
-        if !kernel_available() {
-            return;
-        }
         // Widths that are and are not multiples of 16 (the kernel's chunks) or 32 (the exact
         // kernel's), row counts that leave partial groups of 4 and partial tasks.
         for (rows, n, r) in [
@@ -570,9 +690,6 @@ mod tests {
 
     #[test]
     fn few_candidates_on_a_wide_matrix() {
-        if !kernel_available() {
-            return;
-        }
         let (rows, n) = (4096, 512);
         let w = tensor(matrix(rows, n, 3), rows, n, DType::F16);
         let candidates = check(&w, &matrix(2, n, 4));
@@ -583,9 +700,6 @@ mod tests {
 
     #[test]
     fn worst_case_rounding_stays_within_the_bound() {
-        if !kernel_available() {
-            return;
-        }
         // Every weight half a step from the grid of its row, the activation lined up with the
         // rounding errors: the quantization error reaches |e| |x|.
         let (rows, n) = (40, 96);
@@ -609,9 +723,6 @@ mod tests {
 
     #[test]
     fn the_choice_is_exact_where_the_copy_ranks_rows_otherwise() {
-        if !kernel_available() {
-            return;
-        }
         // Rows that differ by less than their rounding to 8 bits: cases where the largest
         // approximate logit is not the largest exact one must still give the exact argmax.
         let (rows, n) = (8, 48);
@@ -638,9 +749,6 @@ mod tests {
 
     #[test]
     fn ties_keep_the_first_index() {
-        if !kernel_available() {
-            return;
-        }
         let (rows, n) = (50, 40);
         let mut w = matrix(rows, n, 9);
         let x = matrix(1, n, 10);
@@ -685,9 +793,6 @@ mod tests {
 
     #[test]
     fn zero_rows_and_activations() {
-        if !kernel_available() {
-            return;
-        }
         let (rows, n) = (20, 32);
         let mut w = matrix(rows, n, 5);
         w[2 * n..3 * n].fill(0.0);

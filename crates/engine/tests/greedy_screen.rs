@@ -14,11 +14,14 @@ use guardreasoner_engine::{
 
 use common::Logits;
 
-/// Whether this machine builds screens: dense output matrices on a CPU with AVX-512F.
+/// Whether this machine builds screens: dense output matrices on a CPU with AVX-512F, or
+/// AVX2 and FMA.
 fn screens_here() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        common::on_cpu() && std::is_x86_feature_detected!("avx512f")
+        common::on_cpu()
+            && (std::is_x86_feature_detected!("avx512f")
+                || (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")))
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
