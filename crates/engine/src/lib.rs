@@ -5,7 +5,9 @@
 //! - [`linear`], [`rope`], [`kv_cache`], [`model`]: the one LLaMA implementation (pure; dense
 //!   and GGML-quantized weights behind [`Linear`]); [`rowwise`] is the decode-time product that
 //!   makes a batched decode step give each sequence exactly its unbatched numbers, and
-//!   `attention` its fused counterpart for the attention of a few rows over the cache.
+//!   `attention` its fused counterpart for the attention of a few rows over the cache;
+//!   `screen` finds greedy tokens from an 8-bit copy of a dense output matrix without
+//!   computing every logit (exactly the argmax's token).
 //! - [`load`]: Hugging Face safetensors directories and GGUF files -> weights + tokenizer.
 //! - [`tokenizer`]: `tokenizer.json` or GGUF metadata -> [`Tokenizer`], streaming decode.
 //! - [`export`]: Hugging Face checkpoint -> GGUF (F16, Q8_0, llama.cpp's Q4_K_M mix).

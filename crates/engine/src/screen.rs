@@ -217,10 +217,10 @@ impl GreedyScreen {
             match self.kernel {
                 // SAFETY: `kernel()` saw AVX-512F.
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => unsafe { avx512::dots(x, n, q, dots) },
+                Kernel::Avx512 => unsafe { simd::dots_avx512(x, n, q, dots) },
                 // SAFETY: `kernel()` saw AVX2 and FMA.
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => unsafe { avx2::dots(x, n, q, dots) },
+                Kernel::Avx2 => unsafe { simd::dots_avx2(x, n, q, dots) },
                 _ => plain_dots(x, n, q, dots),
             }
             for (i, summary) in summary.chunks_exact_mut(2).enumerate() {
@@ -379,7 +379,7 @@ fn quantize_row(row: &[f32], q: &mut [i8]) -> RowStats {
     }
 }
 
-/// [`avx512::dots`] one value at a time.
+/// The SIMD kernels' products (`simd`) one value at a time.
 fn plain_dots(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
     let r = x.len() / n;
     for (q_row, out) in q.chunks_exact(n).zip(out.chunks_exact_mut(r)) {
@@ -392,111 +392,120 @@ fn plain_dots(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
     }
 }
 
+/// The SIMD kernels of the approximate product: one generic kernel over the vector width.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod simd {
     use std::arch::x86_64::*;
 
     /// `out[j * r + i] = q_j . x_i` for the rows `q_j` of `q` (rows of `n`) and the `r`
-    /// activation rows of `x`: four weight rows read side by side (as the decode kernels do,
-    /// for bandwidth), each widened once for up to four activation rows.
+    /// activation rows of `x`, on 16-lane vectors: four weight rows read side by side (as the
+    /// decode kernels do, for bandwidth), each widened once for up to four activation rows.
     ///
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dots(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
-        let r = x.len() / n;
-        let rows = q.len() / n;
-        let mut j = 0;
-        while j < rows {
-            let k = (rows - j).min(4);
-            let mut i = 0;
-            while i < r {
-                let m = (r - i).min(4);
-                // SAFETY: the caller's CPU features; rows j..j+k of q, activation rows i..i+m.
-                unsafe {
-                    match (k, m) {
-                        (4, 4) => group::<4, 4>(x, n, q, out, r, j, i),
-                        (4, 3) => group::<4, 3>(x, n, q, out, r, j, i),
-                        (4, 2) => group::<4, 2>(x, n, q, out, r, j, i),
-                        (4, 1) => group::<4, 1>(x, n, q, out, r, j, i),
-                        (_, 4) => group::<1, 4>(x, n, q, out, r, j, i),
-                        (_, 3) => group::<1, 3>(x, n, q, out, r, j, i),
-                        (_, 2) => group::<1, 2>(x, n, q, out, r, j, i),
-                        _ => group::<1, 1>(x, n, q, out, r, j, i),
-                    }
-                }
-                i += m;
-            }
-            j += if k == 4 { 4 } else { 1 };
-        }
+    pub(super) unsafe fn dots_avx512(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
+        // SAFETY: this function's CPU features.
+        unsafe { dots::<Avx512>(x, n, q, out) }
     }
 
-    /// Weight rows `j..j + K` times activation rows `i..i + M`.
-    #[inline(always)]
-    unsafe fn group<const K: usize, const M: usize>(
-        x: &[f32],
-        n: usize,
-        q: &[i8],
-        out: &mut [f32],
-        r: usize,
-        j: usize,
-        i: usize,
-    ) {
-        debug_assert!((j + K) * n <= q.len() && (i + M) * n <= x.len());
-        let (px, pq) = (
-            x.as_ptr().wrapping_add(i * n),
-            q.as_ptr().wrapping_add(j * n),
-        );
-        let mut acc = [[_mm512_setzero_ps(); M]; K];
-        let full = n / 16 * 16;
-        let mut o = 0;
-        while o < full {
-            if o % 64 == 0 && i == 0 {
-                for k in 0..K {
-                    crate::prefetch::ahead(pq.wrapping_add(k * n + o), 64);
-                }
-            }
-            let mut w = [_mm512_setzero_ps(); K];
-            for (k, w) in w.iter_mut().enumerate() {
-                // SAFETY: o + 16 <= n, inside row j + k of q.
-                let raw = unsafe { _mm_loadu_si128(pq.add(k * n + o) as *const __m128i) };
-                *w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
-            }
-            for m in 0..M {
-                // SAFETY: o + 16 <= n, inside activation row i + m.
-                let xv = unsafe { _mm512_loadu_ps(px.add(m * n + o)) };
-                for (acc, &w) in acc.iter_mut().zip(&w) {
-                    acc[m] = _mm512_fmadd_ps(xv, w, acc[m]);
-                }
-            }
-            o += 16;
-        }
-        for (k, acc) in acc.iter().enumerate() {
-            for (m, &acc) in acc.iter().enumerate() {
-                let mut s = _mm512_reduce_add_ps(acc);
-                for c in full..n {
-                    // SAFETY: c < n, inside both rows.
-                    let (qv, xv) = unsafe { (*pq.add(k * n + c), *px.add(m * n + c)) };
-                    s = f32::from(qv).mul_add(xv, s);
-                }
-                out[(j + k) * r + i + m] = s;
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    /// [`super::avx512::dots`] on 8-lane vectors: four weight rows side by side, each widened
-    /// once for up to two activation rows (16 registers hold the 8 accumulators, the 4
-    /// widened rows and an activation).
+    /// [`dots_avx512`] on 8-lane vectors, up to two activation rows per pass (16 registers
+    /// hold the 8 accumulators, the 4 widened rows and an activation).
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
+    pub(super) unsafe fn dots_avx2(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
+        // SAFETY: this function's CPU features.
+        unsafe { dots::<Avx2>(x, n, q, out) }
+    }
+
+    /// One vector width's operations.
+    trait Lanes {
+        /// Values per vector.
+        const N: usize;
+        /// Most activation rows per pass over a group of weight rows.
+        const ROWS: usize;
+        type V: Copy;
+        unsafe fn zero() -> Self::V;
+        /// `N` signed bytes at `p` as f32.
+        unsafe fn widen(p: *const i8) -> Self::V;
+        unsafe fn load(p: *const f32) -> Self::V;
+        unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn sum(v: Self::V) -> f32;
+    }
+
+    struct Avx512;
+
+    impl Lanes for Avx512 {
+        const N: usize = 16;
+        const ROWS: usize = 4;
+        type V = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn widen(p: *const i8) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable bytes and the CPU features.
+            unsafe {
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable f32.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m512) -> f32 {
+            _mm512_reduce_add_ps(v)
+        }
+    }
+
+    struct Avx2;
+
+    impl Lanes for Avx2 {
+        const N: usize = 8;
+        const ROWS: usize = 2;
+        type V = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn widen(p: *const i8) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable bytes and the CPU features.
+            unsafe {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            // SAFETY: the caller guarantees 8 readable f32.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m256) -> f32 {
+            let mut lanes = [0f32; 8];
+            // SAFETY: 8 writable f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            lanes.iter().sum()
+        }
+    }
+
+    /// The kernel for any width: groups of 4 weight rows (then single ones) times groups of up
+    /// to `L::ROWS` activation rows.
+    #[inline(always)]
+    unsafe fn dots<L: Lanes>(x: &[f32], n: usize, q: &[i8], out: &mut [f32]) {
         let r = x.len() / n;
         let rows = q.len() / n;
         let mut j = 0;
@@ -504,14 +513,18 @@ mod avx2 {
             let k = (rows - j).min(4);
             let mut i = 0;
             while i < r {
-                let m = (r - i).min(2);
+                let m = (r - i).min(L::ROWS);
                 // SAFETY: the caller's CPU features; rows j..j+k of q, activation rows i..i+m.
                 unsafe {
                     match (k, m) {
-                        (4, 2) => group::<4, 2>(x, n, q, out, r, j, i),
-                        (4, 1) => group::<4, 1>(x, n, q, out, r, j, i),
-                        (_, 2) => group::<1, 2>(x, n, q, out, r, j, i),
-                        _ => group::<1, 1>(x, n, q, out, r, j, i),
+                        (4, 4) => group::<L, 4, 4>(x, n, q, out, r, j, i),
+                        (4, 3) => group::<L, 4, 3>(x, n, q, out, r, j, i),
+                        (4, 2) => group::<L, 4, 2>(x, n, q, out, r, j, i),
+                        (4, 1) => group::<L, 4, 1>(x, n, q, out, r, j, i),
+                        (_, 4) => group::<L, 1, 4>(x, n, q, out, r, j, i),
+                        (_, 3) => group::<L, 1, 3>(x, n, q, out, r, j, i),
+                        (_, 2) => group::<L, 1, 2>(x, n, q, out, r, j, i),
+                        _ => group::<L, 1, 1>(x, n, q, out, r, j, i),
                     }
                 }
                 i += m;
@@ -522,7 +535,7 @@ mod avx2 {
 
     /// Weight rows `j..j + K` times activation rows `i..i + M`.
     #[inline(always)]
-    unsafe fn group<const K: usize, const M: usize>(
+    unsafe fn group<L: Lanes, const K: usize, const M: usize>(
         x: &[f32],
         n: usize,
         q: &[i8],
@@ -536,8 +549,9 @@ mod avx2 {
             x.as_ptr().wrapping_add(i * n),
             q.as_ptr().wrapping_add(j * n),
         );
-        let mut acc = [[_mm256_setzero_ps(); M]; K];
-        let full = n / 8 * 8;
+        // SAFETY (every intrinsic below): the caller's CPU features.
+        let mut acc = [[unsafe { L::zero() }; M]; K];
+        let full = n / L::N * L::N;
         let mut o = 0;
         while o < full {
             if o % 64 == 0 && i == 0 {
@@ -545,27 +559,23 @@ mod avx2 {
                     crate::prefetch::ahead(pq.wrapping_add(k * n + o), 64);
                 }
             }
-            let mut w = [_mm256_setzero_ps(); K];
+            let mut w = [unsafe { L::zero() }; K];
             for (k, w) in w.iter_mut().enumerate() {
-                // SAFETY: o + 8 <= n, inside row j + k of q.
-                let raw = unsafe { _mm_loadl_epi64(pq.add(k * n + o) as *const __m128i) };
-                *w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+                // SAFETY: o + N <= n, inside row j + k of q.
+                *w = unsafe { L::widen(pq.add(k * n + o)) };
             }
             for m in 0..M {
-                // SAFETY: o + 8 <= n, inside activation row i + m.
-                let xv = unsafe { _mm256_loadu_ps(px.add(m * n + o)) };
+                // SAFETY: o + N <= n, inside activation row i + m.
+                let xv = unsafe { L::load(px.add(m * n + o)) };
                 for (acc, &w) in acc.iter_mut().zip(&w) {
-                    acc[m] = _mm256_fmadd_ps(xv, w, acc[m]);
+                    acc[m] = unsafe { L::fma(xv, w, acc[m]) };
                 }
             }
-            o += 8;
+            o += L::N;
         }
         for (k, acc) in acc.iter().enumerate() {
             for (m, &acc) in acc.iter().enumerate() {
-                let mut lanes = [0f32; 8];
-                // SAFETY: 8 writable f32.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-                let mut s = lanes.iter().sum::<f32>();
+                let mut s = unsafe { L::sum(acc) };
                 for c in full..n {
                     // SAFETY: c < n, inside both rows.
                     let (qv, xv) = unsafe { (*pq.add(k * n + c), *px.add(m * n + c)) };
