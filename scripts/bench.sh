@@ -82,7 +82,7 @@ for entry in "${MODELS[@]}"; do
     # output matrix X MB, read as Y MB"): decode then also runs with every logit computed.
     screen=$(echo "$out" | sed -n 's/^greedy screen: output matrix \([0-9.]*\) MB, read as \([0-9.]*\) MB/\1 \2/p')
     if [ -n "$screen" ]; then
-      read -r _ tg < <(FULL_LOGITS=1 RAYON_NUM_THREADS="$THREADS" "$OURS" "$file" "$PROMPT" "$NEW" | rates)
+      read -r _ tg < <(GUARDREASONER_FULL_LOGITS=1 RAYON_NUM_THREADS="$THREADS" "$OURS" "$file" "$PROMPT" "$NEW" | rates)
       ours_full+=("$tg")
     fi
     read -r pp tg < <(env "${cpp_env[@]}" "$PYTHON" scripts/engine/bench_llama_cpp.py "$file" "$PROMPT" "$NEW" "$THREADS" | rates)

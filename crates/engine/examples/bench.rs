@@ -4,9 +4,9 @@
 //! MODEL is a `.gguf` file or a Hugging Face directory. The prompt is the GuardReasoner
 //! instruction repeated to PROMPT_TOKENS tokens (default 357); generation ignores end-of-sequence
 //! ids so exactly NEW_TOKENS (default 200) are decoded. Each greedy choice is the engine's
-//! (`Llama::greedy_tokens`: the greedy screen where the output matrix is dense; `FULL_LOGITS=1`
-//! computes every logit instead). Threads: candle uses all cores unless `RAYON_NUM_THREADS` is
-//! set.
+//! (`Llama::greedy_tokens`: the greedy screen where the output matrix is dense;
+//! `GUARDREASONER_FULL_LOGITS=1` computes every logit instead). Threads: candle uses all cores
+//! unless `RAYON_NUM_THREADS` is set.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,11 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let new_tokens: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(200);
 
     let t = Instant::now();
-    let opts = LoadOptions {
-        full_logits: std::env::var("FULL_LOGITS").as_deref() == Ok("1"),
-        ..LoadOptions::default()
-    };
-    let engine = Engine::load(&model, &opts)?;
+    let engine = Engine::load(&model, &LoadOptions::default())?;
     println!("load: {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
     if let Some((dense, copy)) = engine.model().greedy_screen_bytes() {
         println!(

@@ -7,7 +7,7 @@
 //! prompt (the GuardReasoner instruction cut to 100 + 13 * i tokens), is prefilled alone, then all
 //! advance together one `Llama::forward_batch_hidden` step at a time, ignoring end-of-sequence
 //! ids, each choosing its next token with `Llama::greedy_tokens` (the greedy screen where the
-//! output matrix is dense; `FULL_LOGITS=1` computes every logit instead).
+//! output matrix is dense; `GUARDREASONER_FULL_LOGITS=1` computes every logit instead).
 //! Prints sequences x steps / decode seconds, the median of REPS (default 5) runs, the batch
 //! sizes alternating run by run (this machine's speed drifts by tens of percent).
 
@@ -31,11 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
 
-    let opts = LoadOptions {
-        full_logits: std::env::var("FULL_LOGITS").as_deref() == Ok("1"),
-        ..LoadOptions::default()
-    };
-    let engine = Engine::load(&model, &opts)?;
+    let engine = Engine::load(&model, &LoadOptions::default())?;
     let text = "You are a classifier for analyzing interactions between humans and AI. ".repeat(64);
     let full = engine.tokenizer().encode(&text, true)?;
     let model = engine.model();

@@ -58,8 +58,9 @@ impl Engine {
         } else {
             loaded.weights
         };
-        let model =
-            Llama::new(loaded.config, weights, &device)?.with_greedy_screen(!opts.full_logits);
+        let full_logits =
+            opts.full_logits || std::env::var("GUARDREASONER_FULL_LOGITS").as_deref() == Ok("1");
+        let model = Llama::new(loaded.config, weights, &device)?.with_greedy_screen(!full_logits);
         Ok(Self {
             model,
             tokenizer: loaded.tokenizer,
