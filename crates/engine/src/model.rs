@@ -261,10 +261,7 @@ impl Llama {
     /// With the screen: the bytes of the dense output matrix and of the screen's copy, which a
     /// greedy step reads instead (plus a few exact rows).
     pub fn greedy_screen_bytes(&self) -> Option<(usize, usize)> {
-        let (Some(screen), Linear::Dense(w)) = (&self.screen, &self.lm_head) else {
-            return None;
-        };
-        Some((w.elem_count() * w.dtype().size_in_bytes(), screen.bytes()))
+        self.screen.as_ref().map(|screen| screen.bytes())
     }
 
     /// The greedy choice ([`crate::argmax`] of the logits) for each row of final hidden

@@ -122,9 +122,11 @@ impl GreedyScreen {
         })
     }
 
-    /// Bytes of the copy a screening pass reads (values, scales and bound factors).
-    pub(crate) fn bytes(&self) -> usize {
-        self.q.len() + 8 * self.rows()
+    /// Bytes of the exact matrix, and of the copy a screening pass reads instead (values,
+    /// scales and bound factors).
+    pub(crate) fn bytes(&self) -> (usize, usize) {
+        let exact = self.weights.elem_count() * self.weights.dtype().size_in_bytes();
+        (exact, self.q.len() + 8 * self.rows())
     }
 
     /// Rows of the matrix.
