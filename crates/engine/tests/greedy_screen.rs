@@ -52,20 +52,6 @@ fn assert_same(a: &(Generation, Logits), b: &(Generation, Logits), what: &str) {
     }
 }
 
-/// Prompts of the tiny models: repetitive ones (so drafts exist) and a few others.
-fn tiny_prompts(vocab: u32) -> Vec<Vec<u32>> {
-    let mut prompts: Vec<Vec<u32>> = (0..10u32)
-        .map(|i| {
-            let period = 2 + i % 5;
-            (0..6 + 3 * i)
-                .map(|j| (i * 37 + (j % period) * 11 + 3) % vocab)
-                .collect()
-        })
-        .collect();
-    prompts.extend((0..6u32).map(|i| (0..3 + i).map(|j| (i * 131 + j * 17 + 5) % vocab).collect()));
-    prompts
-}
-
 #[test]
 fn tiny_models_generate_the_same_with_and_without_the_screen() {
     for fixture in ["tiny-llama", "tiny-llama.gguf", "tiny-llama-bf16.gguf"] {
@@ -79,7 +65,7 @@ fn tiny_models_generate_the_same_with_and_without_the_screen() {
         );
         assert!(!full.model().has_greedy_screen(), "{fixture}");
         let vocab = screened.model().config().vocab_size as u32;
-        let prompts = tiny_prompts(vocab);
+        let prompts = common::tiny_prompts(vocab);
         let plain = GenerateOptions {
             max_new_tokens: 20,
             prompt_lookup: None,
@@ -136,7 +122,7 @@ fn observers_of_screened_steps_get_logits_on_demand() {
     let path = common::fixtures().join("tiny-llama");
     let screened = load(&path, false);
     let full = load(&path, true);
-    let prompt = tiny_prompts(screened.model().config().vocab_size as u32).remove(4);
+    let prompt = common::tiny_prompts(screened.model().config().vocab_size as u32).remove(4);
     let opts = GenerateOptions {
         max_new_tokens: 8,
         ..GenerateOptions::default()

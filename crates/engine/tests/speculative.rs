@@ -89,7 +89,7 @@ fn speculative_greedy_equals_plain_greedy_on_the_tiny_model() {
         return;
     }
     let engine = tiny_engine();
-    let prompts = tiny_prompts(engine.model().config().vocab_size as u32);
+    let prompts = common::tiny_prompts(engine.model().config().vocab_size as u32);
     let aggressive = PromptLookup {
         max_draft: PromptLookup::MAX_DRAFT,
         max_ngram: 3,
@@ -155,21 +155,6 @@ fn tiny_engine() -> Engine {
     .unwrap()
 }
 
-/// The tiny model's repetitive prompts (so drafts exist) of different lengths, and a few
-/// random ones.
-fn tiny_prompts(vocab: u32) -> Vec<Vec<u32>> {
-    let mut prompts: Vec<Vec<u32>> = (0..12u32)
-        .map(|i| {
-            let period = 2 + i % 5;
-            (0..8 + 3 * i)
-                .map(|j| (i * 37 + (j % period) * 11 + 3) % vocab)
-                .collect()
-        })
-        .collect();
-    prompts.extend((0..4u32).map(|i| (0..5 + i).map(|j| (i * 131 + j * 17 + 5) % vocab).collect()));
-    prompts
-}
-
 #[test]
 fn drafts_from_a_corpus_of_earlier_outputs_leave_greedy_output_unchanged() {
     if skip_off_cpu() {
@@ -177,7 +162,7 @@ fn drafts_from_a_corpus_of_earlier_outputs_leave_greedy_output_unchanged() {
     }
     let mut engine = tiny_engine();
     let vocab = engine.model().config().vocab_size as u32;
-    let prompts = tiny_prompts(vocab);
+    let prompts = common::tiny_prompts(vocab);
     let plain = GenerateOptions {
         max_new_tokens: 40,
         prompt_lookup: None,
@@ -248,7 +233,7 @@ fn outputs_taught_as_text_seed_the_corpus_and_leave_output_unchanged() {
         return;
     }
     let engine = tiny_engine();
-    let prompts = tiny_prompts(engine.model().config().vocab_size as u32);
+    let prompts = common::tiny_prompts(engine.model().config().vocab_size as u32);
     let plain = GenerateOptions {
         max_new_tokens: 40,
         prompt_lookup: None,

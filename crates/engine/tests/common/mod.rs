@@ -62,6 +62,21 @@ pub fn generate_batch_recorded(
     (generations, observers)
 }
 
+/// Prompts for the tiny models: twelve repetitive ones of different lengths (so prompt lookup
+/// finds drafts) and four others.
+pub fn tiny_prompts(vocab: u32) -> Vec<Vec<u32>> {
+    let mut prompts: Vec<Vec<u32>> = (0..12u32)
+        .map(|i| {
+            let period = 2 + i % 5;
+            (0..8 + 3 * i)
+                .map(|j| (i * 37 + (j % period) * 11 + 3) % vocab)
+                .collect()
+        })
+        .collect();
+    prompts.extend((0..4u32).map(|i| (0..5 + i).map(|j| (i * 131 + j * 17 + 5) % vocab).collect()));
+    prompts
+}
+
 /// Whether the tests run on the CPU, where decode-sized passes are bit-for-bit independent of
 /// their batch (on a GPU, cuBLAS may pick other algorithms for other shapes).
 pub fn on_cpu() -> bool {
