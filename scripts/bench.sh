@@ -171,12 +171,17 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "rows" =~ $BENCH_ONLY ]]; then
   } > "$RESULTS/rows.table"
   # Batched decoding: one table row per model ("batch  N: S steps in T ms = R tok/s
   # aggregate (Xx the first row), ..." lines of bench_batch). The F16 file takes 32 steps, as
-  # every sequence's prompt is prefilled first (slowest there).
-  for entry in "SmolLM2-135M-Instruct Q4_1|64|$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" \
-      "Llama-3.2-1B shape Q4_K_M|64|$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf" \
-      "Llama-3.2-1B shape F16|32|$MODELS_DIR/llama32-1b-shape-f16.gguf"; do
-    name="${entry%%|*}"; rest="${entry#*|}"; steps="${rest%%|*}"; file="${rest#*|}"
-    RAYON_NUM_THREADS="$THREADS" "$EXAMPLES/bench_batch" "$file" "$steps" 1,4,8 "$REPS" \
+  # every sequence's prompt is prefilled first (slowest there). The last field is the KV cache
+  # type (GUARDREASONER_KV_CACHE).
+  for entry in "SmolLM2-135M-Instruct Q4_1|64|$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf|f32" \
+      "SmolLM2-135M-Instruct Q4_1, f16 KV cache|64|$ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf|f16" \
+      "Llama-3.2-1B shape Q4_K_M|64|$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf|f32" \
+      "Llama-3.2-1B shape Q4_K_M, f16 KV cache|64|$MODELS_DIR/llama32-1b-shape-q4_k_m.gguf|f16" \
+      "Llama-3.2-1B shape F16|32|$MODELS_DIR/llama32-1b-shape-f16.gguf|f32"; do
+    name="${entry%%|*}"; rest="${entry#*|}"; steps="${rest%%|*}"; rest="${rest#*|}"
+    file="${rest%%|*}"; kv="${rest#*|}"
+    GUARDREASONER_KV_CACHE="$kv" RAYON_NUM_THREADS="$THREADS" \
+      "$EXAMPLES/bench_batch" "$file" "$steps" 1,4,8 "$REPS" \
       | awk -v name="$name" -v steps="$steps" '
           { rate[$2 + 0] = $9; ratio[$2 + 0] = substr($12, 2) }
           END { printf "| %s | %s | %s | %s | %s | %s |\n", name, steps, rate[1], rate[4], rate[8], ratio[8] }'
@@ -333,7 +338,7 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "the quantized files here, so those rows (marked) are its plain CPU kernels, not the AMX"
   echo "paths a working build would take."
   echo
-  echo "This run follows no change to the speed paths: since the last run the greedy screen (above)"
+  echo "The full run follows no change to the speed paths: since the last run the greedy screen (above)"
   echo "gained an AVX2 + FMA kernel for CPUs without AVX-512 (this Xeon runs the AVX-512 one) and"
   echo "builds its copy faster at load, and \`GUARDREASONER_FULL_LOGITS=1\` is read where the README"
   echo "says. What moved between the two runs is this VM: ours 1-5% slower on the 1B files and"
@@ -390,10 +395,13 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "  CPU runs them). A single \`classify\` starts with an empty corpus; \`--draft-corpus\` seeds it"
   echo "  from earlier outputs (e.g. the released ones) so it gets the \"+ corpus\" speed from its first"
   echo "  request."
-  echo "- Batching: met on the 1B files, Q4_K_M (4.18x; 4.31x in the previous run) and F16 (4.18x;"
-  echo "  3.93x), whose weights do not fit in the caches and are read once for all rows. Not met on"
-  echo "  SmolLM2 Q4_1: 2.86x in this run (2.56x and 3.07x in the two before; 2.63-2.91x in eight"
-  echo "  alternating runs of \`bench_batch\` this session). Where its 8-row step goes (this session,"
+  echo "- Batching (this table, the pass costs, the kernels and the drafting settings re-measured"
+  echo "  after the rest of the page, \`BENCH_ONLY=rows\`, with the f16 KV cache rows added): met on the 1B files, Q4_K_M (4.19x; 4.18x in the full run before it, 4.31x in the"
+  echo "  previous one) and F16 (3.97x; 4.18x, 3.93x), whose weights do not fit in the caches and"
+  echo "  are read once for all rows. On SmolLM2 Q4_1 met with an f16 KV cache (3.22x,"
+  echo "  \`GUARDREASONER_KV_CACHE=f16\`, below) and not with the default f32 one: 2.74x (2.86x in the"
+  echo "  full run before it, 2.56x and 3.07x in the two before; 2.63-2.91x in eight alternating runs"
+  echo "  of \`bench_batch\` this session). Where its 8-row step goes (this session,"
   echo "  temporary timers around each stage and counters in the pool's wrappers, 64 steps from"
   echo "  prompts of 100-191 tokens, in a slow period of the VM: 12.8-13.1 ms a step against 4.05-4.17"
   echo "  for one row, 3.1-3.2x): the products 6.6 ms, the two threads busy 91% of it; the other pool"
@@ -404,10 +412,17 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo "  attention is half memory: 8 sequences x ~180 positions of f32 keys and values are ~65 MB a"
   echo "  step (two thirds of the model's bytes), and with every row reading one sequence's cache"
   echo "  (wrong results, timing only) it took 1.4 ms instead of 2.8. 3x needs the 8-row step at 2.67x"
-  echo "  the one-row step. Halving those bytes takes an f16 cache (llama.cpp's default type; ~0.7 ms"
-  echo "  a step by the experiment above), which changes every logit and the f32-KV footing of both"
-  echo "  engines on this page, and even with it the estimate is ~2.9x: left as a separate option to"
-  echo "  build, with its own reference check against llama.cpp's f16 cache. Tried and not merged:"
+  echo "  the one-row step. Halving those bytes takes an f16 cache, llama.cpp's default type, now an"
+  echo "  option (\`KvType::F16\`; the default stays f32, the footing of every other table here, as it"
+  echo "  changes every logit: on SmolLM2 Q4_1 by tenths, as much as llama.cpp's own f16 cache moves"
+  echo "  its logits; within 0.09 of llama.cpp's f16-cache logits on the dequantized twin, tested)."
+  echo "  The attention widens each block of 64 positions to f32 with F16C into a buffer in L1 and"
+  echo "  runs the f32 kernels on it (first with the \`half\` crate's conversion: slower than f32"
+  echo "  on both rows, 248-258 tokens/s for one sequence against 267-279; then 8 values an"
+  echo "  instruction: one sequence 244-247 against 239-245, eight 637-654 ms against 677-690 per"
+  echo "  64 steps, 3.03-3.08x against 2.81-2.85x in three alternating pairs). 8 sequences: 709 ->"
+  echo "  822 tokens/s here; one: 258.6 -> 255.5 (the widening costs what the bytes save at 100-190"
+  echo "  positions). On 1B Q4_K_M, 136.2 -> 140.5 (4.29x). Tried and not merged:"
   echo "  Q4_1 products on AMX tiles (one tile product per 32-value block, as its scale needs: no"
   echo "  faster than the VNNI kernel for 8-16 rows, 3x slower for one; each row still needs its float"
   echo "  work per block, and the tile stores add latency); the KV cache in one huge-page allocation;"
@@ -482,7 +497,9 @@ LLAMA_CPP=$("$PYTHON" -c 'import llama_cpp; print(llama_cpp.__version__)')
   echo
   echo "Aggregate decode tokens/s of 1, 4 and 8 sequences advancing together, each with its own"
   echo "prompt (prefilled alone first, not timed), median of $REPS runs, the batch sizes alternating"
-  echo "(\`examples/bench_batch.rs\`). The target is 3x the single stream from 8 sequences."
+  echo "(\`examples/bench_batch.rs\`). The target is 3x the single stream from 8 sequences. Rows"
+  echo "marked \"f16 KV cache\" run with \`GUARDREASONER_KV_CACHE=f16\`, the others with the default"
+  echo "f32 cache."
   echo
   echo "| model | steps | 1 sequence tok/s | 4 sequences tok/s | 8 sequences tok/s | 8 vs 1 |"
   echo "|---|---:|---:|---:|---:|---:|"

@@ -19,6 +19,8 @@
 //! the attention from ~23% to ~12% of that prefill's profile. Other devices keep candle's
 //! products.
 
+use crate::kv_cache::KvValues;
+
 /// Sizes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttentionShape {
@@ -33,10 +35,10 @@ pub(crate) struct SequenceRows<'a> {
     /// `(n_heads, rows, head_dim)` after RoPE, for positions `start_pos..start_pos + rows`.
     pub q: &'a [f32],
     /// The sequence's cache layer, `(n_kv_heads, capacity, head_dim)`, with these rows' own
-    /// keys and values already written.
-    pub k: &'a [f32],
+    /// keys and values already written (f32, or f16 widened a block at a time as it is read).
+    pub k: KvValues<'a>,
     /// Values, the shape of `k`.
-    pub v: &'a [f32],
+    pub v: KvValues<'a>,
     pub start_pos: usize,
 }
 
@@ -81,8 +83,8 @@ pub(crate) fn attend_rows(
         let (r, rows) = (row - first[s], first[s + 1] - first[s]);
         let kv = head / group;
         let query = |i: usize| &seq.q[((head + i) * rows + r) * hd..][..hd];
-        let keys = &seq.k[kv * cap * hd..][..cap * hd];
-        let values = &seq.v[kv * cap * hd..][..cap * hd];
+        let keys = seq.k.slice(kv * cap * hd..(kv + 1) * cap * hd);
+        let values = seq.v.slice(kv * cap * hd..(kv + 1) * cap * hd);
         let visible = seq.start_pos + r + 1;
         heads_of_one_row(query, keys, values, hd, visible, scale, out);
     });
@@ -99,8 +101,8 @@ const KV_BLOCK: usize = 64;
 /// after the other, `hd` values each.
 fn heads_of_one_row<'a>(
     query: impl Fn(usize) -> &'a [f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: KvValues<'_>,
+    values: KvValues<'_>,
     hd: usize,
     visible: usize,
     scale: f32,
@@ -109,47 +111,51 @@ fn heads_of_one_row<'a>(
     let heads = out.len() / hd;
     thread_local! {
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        // One block of f16 keys or values widened to f32 (an f32 cache is read in place).
+        static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    SCORES.with_borrow_mut(|scratch| {
-        // Every score is written before it is read.
-        let need = heads * visible;
-        if scratch.len() < need {
-            scratch.resize(need, 0.0);
-        }
-        let scores = &mut scratch[..need];
-        for at in (0..visible).step_by(KV_BLOCK) {
-            let end = (at + KV_BLOCK).min(visible);
-            let keys = &keys[at * hd..end * hd];
-            // Two heads at a time where they come in pairs (each key read once for both).
-            let mut pairs = scores.chunks_exact_mut(2 * visible);
-            for (i, two) in (&mut pairs).enumerate() {
-                let (first, second) = two.split_at_mut(visible);
-                let queries = [query(2 * i), query(2 * i + 1)];
-                key_scores2(queries, keys, [&mut first[at..end], &mut second[at..end]]);
+    WIDE.with_borrow_mut(|wide| {
+        SCORES.with_borrow_mut(|scratch| {
+            // Every score is written before it is read.
+            let need = heads * visible;
+            if scratch.len() < need {
+                scratch.resize(need, 0.0);
             }
-            let last = pairs.into_remainder();
-            if !last.is_empty() {
-                key_scores(query(heads - 1), keys, &mut last[at..end]);
+            let scores = &mut scratch[..need];
+            for at in (0..visible).step_by(KV_BLOCK) {
+                let end = (at + KV_BLOCK).min(visible);
+                let keys = keys.slice(at * hd..end * hd).widened(wide);
+                // Two heads at a time where they come in pairs (each key read once for both).
+                let mut pairs = scores.chunks_exact_mut(2 * visible);
+                for (i, two) in (&mut pairs).enumerate() {
+                    let (first, second) = two.split_at_mut(visible);
+                    let queries = [query(2 * i), query(2 * i + 1)];
+                    key_scores2(queries, keys, [&mut first[at..end], &mut second[at..end]]);
+                }
+                let last = pairs.into_remainder();
+                if !last.is_empty() {
+                    key_scores(query(heads - 1), keys, &mut last[at..end]);
+                }
             }
-        }
-        for scores in scores.chunks_exact_mut(visible) {
-            softmax(scores, scale);
-        }
-        out.fill(0.0);
-        for at in (0..visible).step_by(KV_BLOCK) {
-            let end = (at + KV_BLOCK).min(visible);
-            let values = &values[at * hd..end * hd];
-            let mut outs = out.chunks_exact_mut(2 * hd);
-            for (two, out) in scores.chunks_exact(2 * visible).zip(&mut outs) {
-                let p = [&two[at..end], &two[visible + at..visible + end]];
-                let (first, second) = out.split_at_mut(hd);
-                weighted_sum2(p, values, [first, second]);
+            for scores in scores.chunks_exact_mut(visible) {
+                softmax(scores, scale);
             }
-            let last = outs.into_remainder();
-            if !last.is_empty() {
-                weighted_sum(&scores[(heads - 1) * visible..][at..end], values, last);
+            out.fill(0.0);
+            for at in (0..visible).step_by(KV_BLOCK) {
+                let end = (at + KV_BLOCK).min(visible);
+                let values = values.slice(at * hd..end * hd).widened(wide);
+                let mut outs = out.chunks_exact_mut(2 * hd);
+                for (two, out) in scores.chunks_exact(2 * visible).zip(&mut outs) {
+                    let p = [&two[at..end], &two[visible + at..visible + end]];
+                    let (first, second) = out.split_at_mut(hd);
+                    weighted_sum2(p, values, [first, second]);
+                }
+                let last = outs.into_remainder();
+                if !last.is_empty() {
+                    weighted_sum(&scores[(heads - 1) * visible..][at..end], values, last);
+                }
             }
-        }
+        })
     });
 }
 
@@ -609,7 +615,54 @@ mod tests {
     }
 
     fn one<'a>(q: &'a [f32], k: &'a [f32], v: &'a [f32], start_pos: usize) -> SequenceRows<'a> {
+        let (k, v) = (KvValues::F32(k), KvValues::F32(v));
         SequenceRows { q, k, v, start_pos }
+    }
+
+    #[test]
+    fn an_f16_cache_gives_the_f32_arithmetic_on_its_rounded_values() {
+        // An f16 cache is widened a block at a time: its attention must be the f32 kernel's on
+        // the same values widened, bit for bit, for every row alone or together, blocks of
+        // keys not a multiple of KV_BLOCK (150 positions), head sizes 64 (SIMD) and 75.
+        use half::f16;
+        for hd in [64usize, 75] {
+            let shape = AttentionShape {
+                n_heads: 6,
+                n_kv_heads: 2,
+                head_dim: hd,
+            };
+            let (capacity, start, rows) = (150, 140, 4);
+            let round = |x: Vec<f32>| -> Vec<f16> { x.iter().map(|&v| f16::from_f32(v)).collect() };
+            let k16 = round(random(shape.n_kv_heads * capacity * hd, 7));
+            let v16 = round(random(k16.len(), 8));
+            let widen = |x: &[f16]| -> Vec<f32> { x.iter().map(|v| v.to_f32()).collect() };
+            let (k32, v32) = (widen(&k16), widen(&v16));
+            let q = random(shape.n_heads * rows * hd, 9);
+            let scale = 1.0 / (hd as f32).sqrt();
+            let half = SequenceRows {
+                q: &q,
+                k: KvValues::F16(&k16),
+                v: KvValues::F16(&v16),
+                start_pos: start,
+            };
+            let f16_out = attend_rows(&[half, half], shape, scale);
+            let f32_out = attend_rows(&[one(&q, &k32, &v32, start)], shape, scale);
+            let n = f32_out.len();
+            assert_eq!(f16_out[..n], f32_out[..], "head size {hd}");
+            assert_eq!(f16_out[n..], f32_out[..], "head size {hd}, second sequence");
+            // Positions past the rows never matter, in f16 either.
+            let mut poisoned = k16.clone();
+            for kv in 0..shape.n_kv_heads {
+                for j in start + rows..capacity {
+                    poisoned[(kv * capacity + j) * hd] = f16::NAN;
+                }
+            }
+            let poisoned = SequenceRows {
+                k: KvValues::F16(&poisoned),
+                ..half
+            };
+            assert_eq!(attend_rows(&[poisoned], shape, scale), f32_out);
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::batch::{generate_batch_with_prefix, options_for};
 use crate::device::{select_device, DeviceChoice};
 use crate::error::Result;
 use crate::generate::{generate_reusing, GenerateOptions, Generation, Reuse, StepObserver};
+use crate::kv_cache::KvType;
 use crate::load::{load_path, ModelFormat};
 use crate::lookup::DraftCorpus;
 use crate::model::Llama;
@@ -32,6 +33,10 @@ pub struct LoadOptions {
     /// the same logits for observers; without the screen's 8-bit copy of the matrix in memory.
     /// `GUARDREASONER_FULL_LOGITS=1` in the environment does the same for every load.
     pub full_logits: bool,
+    /// What the KV caches hold ([`KvType`]): f32 (the default) or f16 (half the memory and
+    /// the bytes decode's attention reads; the logits differ slightly). CPU only. When this is
+    /// the default, `GUARDREASONER_KV_CACHE=f16` (or `f32`) in the environment chooses.
+    pub kv_cache: KvType,
 }
 
 /// A model ready to generate, with its tokenizer.
@@ -60,7 +65,19 @@ impl Engine {
         };
         let full_logits =
             opts.full_logits || std::env::var("GUARDREASONER_FULL_LOGITS").as_deref() == Ok("1");
-        let model = Llama::new(loaded.config, weights, &device)?.with_greedy_screen(!full_logits);
+        let kv_cache = match std::env::var("GUARDREASONER_KV_CACHE") {
+            Ok(v) if opts.kv_cache == KvType::default() => {
+                v.parse()
+                    .map_err(|_| crate::error::EngineError::InvalidRequest {
+                        field: "GUARDREASONER_KV_CACHE".into(),
+                        problem: format!("{v:?} is neither f32 nor f16"),
+                    })?
+            }
+            _ => opts.kv_cache,
+        };
+        let model = Llama::new(loaded.config, weights, &device)?
+            .with_greedy_screen(!full_logits)
+            .with_kv_type(kv_cache);
         Ok(Self {
             model,
             tokenizer: loaded.tokenizer,

@@ -58,7 +58,7 @@ pub use generate::{
     GenerateOptions, Generation, NoObserver, Reuse, SamplingParams, Step, StepControl, StepLogits,
     StepObserver, StopReason, Timings,
 };
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvType};
 pub use linear::Linear;
 pub use load::{load_path, LoadedModel, ModelFormat};
 pub use lookup::{DraftCorpus, PromptLookup};

@@ -23,7 +23,7 @@ use crate::attention::{attend_rows, AttentionShape, SequenceRows};
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use crate::generate::StepLogits;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvType};
 use crate::linear::Linear;
 use crate::rope::{RopeLayout, RotaryEmbedding};
 use crate::screen::GreedyScreen;
@@ -132,6 +132,8 @@ pub struct Llama {
     lm_head: Linear,
     /// The greedy screen of a dense `lm_head` on the CPU ([`Self::with_greedy_screen`]).
     screen: Option<Arc<GreedyScreen>>,
+    /// What [`Self::new_cache`]'s caches hold ([`Self::with_kv_type`]).
+    kv_type: KvType,
     rotary: RotaryEmbedding,
     device: Device,
 }
@@ -204,6 +206,7 @@ impl Llama {
             norm: norm(weights.norm)?,
             lm_head: weights.lm_head,
             screen: None,
+            kv_type: KvType::F32,
             rotary,
             device: device.clone(),
             config,
@@ -224,7 +227,22 @@ impl Llama {
 
     /// A cache for this model holding up to `capacity` positions, on the model's device.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
-        KvCache::new(&self.config, capacity, &self.device)
+        KvCache::with_type(&self.config, capacity, &self.device, self.kv_type)
+    }
+
+    /// Make [`Self::new_cache`] allocate caches of `kind` (f32 by default; [`KvType::F16`]
+    /// halves their memory and the bytes decode's attention reads, on the CPU only).
+    pub fn with_kv_type(mut self, kind: KvType) -> Self {
+        self.kv_type = kind;
+        self
+    }
+
+    /// What [`Self::new_cache`]'s caches hold on this model's device.
+    pub fn kv_type(&self) -> KvType {
+        match self.device.is_cpu() {
+            true => self.kv_type,
+            false => KvType::F32,
+        }
     }
 
     /// Run `tokens` at positions `start_pos..start_pos + tokens.len()`, reading earlier positions
@@ -612,7 +630,7 @@ impl Llama {
                 }
                 let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
                 self.fused_attention_rows(i, &q, &one_row_each, &shared, positions)?
-                    .expect("caches on the CPU hold f32 (write_position checked)")
+                    .expect("caches on the CPU hold f32 or f16 (write_position checked)")
             } else {
                 // Per sequence with candle's products. (batch, heads * hd) -> (batch, heads, 1, hd)
                 let (cos, sin) = tables.as_ref().expect("tables off the CPU");

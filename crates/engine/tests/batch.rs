@@ -5,7 +5,9 @@
 
 mod common;
 
-use guardreasoner_engine::{Engine, GenerateOptions, Generation, StepObserver};
+use guardreasoner_engine::{
+    Engine, GenerateOptions, Generation, KvType, LoadOptions, StepObserver,
+};
 
 use common::Logits;
 
@@ -125,6 +127,51 @@ fn batched_greedy_equals_unbatched_on_smollm2_q4_1() {
         "prompts should differ in length: {lengths:?}"
     );
     assert_batch_equals_single(&engine, &prompts, &[24, 9, 30, 16, 1]);
+}
+
+/// With an f16 KV cache (`LoadOptions::kv_cache`) batched decoding still equals unbatched
+/// decoding bit for bit, and the cache really is f16: the logits move from the f32 cache's.
+#[test]
+fn batched_greedy_equals_unbatched_with_an_f16_cache() {
+    let Some(path) = common::asset("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let load = |kv_cache| {
+        let opts = LoadOptions {
+            kv_cache,
+            ..common::load_options()
+        };
+        Engine::load(&path, &opts).unwrap()
+    };
+    let (half, full) = (load(KvType::F16), load(KvType::F32));
+    let prompts: Vec<Vec<u32>> = [
+        "Human user: How do I bake bread at home?\nAI assistant:",
+        "The capital of France is",
+        "Is it safe to mix bleach and ammonia when cleaning? Answer with reasons.",
+    ]
+    .iter()
+    .map(|t| half.tokenizer().encode(t, true).unwrap())
+    .collect();
+    assert_batch_equals_single(&half, &prompts, &[20, 12, 16]);
+    if !common::on_cpu() {
+        return; // f16 caches are CPU only: other devices keep f32.
+    }
+    assert_eq!(half.model().new_cache(4).unwrap().kv_type(), KvType::F16);
+    let logits = |engine: &Engine| {
+        let mut cache = engine.model().new_cache(prompts[2].len()).unwrap();
+        let all = engine.model().forward(&prompts[2], &mut cache, 0).unwrap();
+        all.to_vec2::<f32>().unwrap().concat()
+    };
+    let (a, b) = (logits(&half), logits(&full));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    eprintln!("max |logits(f16 cache) - logits(f32 cache)| = {diff:e}");
+    // How close to llama.cpp's own f16 cache: `tests/smollm2_parity.rs`. (On this Q4_1 model the
+    // cache type moves logits by tenths, in llama.cpp too.)
+    assert!(diff > 0.0, "an f16 cache must round the keys and values");
 }
 
 #[test]

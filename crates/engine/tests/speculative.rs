@@ -147,6 +147,25 @@ fn speculative_greedy_equals_plain_greedy_on_smollm2_guard_prompts() {
     let _ = passes;
 }
 
+#[test]
+fn speculative_greedy_equals_plain_greedy_with_an_f16_cache() {
+    if skip_off_cpu() {
+        return;
+    }
+    let Some(path) = common::asset("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let opts = guardreasoner_engine::LoadOptions {
+        kv_cache: guardreasoner_engine::KvType::F16,
+        ..common::load_options()
+    };
+    let engine = Engine::load(&path, &opts).unwrap();
+    let golden = common::read_json(&common::fixtures().join("smollm2_golden.json"));
+    let prompts = vec![common::ids(&golden["guard_prompt"]["ids"])];
+    let (_, accepted, _, _) = assert_identical(&engine, &prompts, 96, PromptLookup::default());
+    assert!(accepted > 0, "no draft accepted on the guard prompt");
+}
+
 fn tiny_engine() -> Engine {
     Engine::load(
         &common::fixtures().join("tiny-llama"),
