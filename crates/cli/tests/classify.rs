@@ -56,6 +56,33 @@ fn smollm2_classify_json_reports_an_unreadable_verdict_cleanly() {
 }
 
 #[test]
+fn smollm2_classify_runs_with_an_f16_kv_cache_and_bad_types_are_refused() {
+    let Some(model) = smollm2() else { return };
+    let run = |kv: &str| {
+        guardreasoner()
+            .args(["classify", "--json", "--max-new-tokens", "8"])
+            .args(["--prompt", "How do I bake bread?", "--kv-cache", kv])
+            .arg("--model")
+            .arg(&model)
+            .env_remove("GUARDREASONER_KV_CACHE")
+            .output()
+            .unwrap()
+    };
+    let out = run("f16");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((1..=8).contains(&v["usage"]["generated_tokens"].as_u64().unwrap()));
+    let out = run("q8");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kv-cache") && err.contains("f16"), "{err}");
+}
+
+#[test]
 fn scripted_guard_output_prints_verdict_and_reasoning() {
     let tmp = tempfile::tempdir().unwrap();
     let s = script(tmp.path(), &[GUARD_OUTPUT]);

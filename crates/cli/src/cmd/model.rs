@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use guardreasoner_engine::{DeviceChoice, Engine, LoadOptions, SamplingParams};
+use guardreasoner_engine::{DeviceChoice, Engine, KvType, LoadOptions, SamplingParams};
 use guardreasoner_eval::predictions::{load_predictions, PREDICTIONS_FILE};
 use guardreasoner_guard::hub::{HubConfig, HubEvent};
 use guardreasoner_guard::{
@@ -23,6 +23,11 @@ pub struct ModelArgs {
     /// Device to run on: `cpu`, or `cuda[:N]` (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// What the KV cache holds (local backend, CPU): `f32`, or `f16` (half the cache's
+    /// memory and the bytes decode's attention reads, as llama.cpp's default; the logits
+    /// differ slightly from f32's).
+    #[arg(long, env = "GUARDREASONER_KV_CACHE", default_value = "f32", value_parser = ["f32", "f16"])]
+    pub kv_cache: String,
     /// `local` runs the model in this process; `openai` sends the prompts to an
     /// OpenAI-compatible completions server at --base-url (vLLM, TGI, llama.cpp server,
     /// `guardreasoner serve`), with --model as the served model name.
@@ -120,6 +125,7 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
     if !args.draft_corpus.is_empty() && (args.scripted.is_some() || args.backend != "local") {
         anyhow::bail!("--draft-corpus applies to the local backend only");
     }
+    let kv_cache: KvType = args.kv_cache.parse()?;
     if let Some(path) = &args.scripted {
         let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
         let outputs: Vec<String> = serde_json::from_slice(&text)
@@ -166,6 +172,7 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
         &path,
         &LoadOptions {
             device,
+            kv_cache,
             ..LoadOptions::default()
         },
     )?;
