@@ -18,6 +18,11 @@
 //! query in registers, eight keys at a time, a vectorized exponential and fused sums then took
 //! the attention from ~23% to ~12% of that prefill's profile. Other devices keep candle's
 //! products.
+//!
+//! An f16 cache ([`crate::KvType::F16`]) is read a block of positions at a time, widened
+//! exactly to f32 into a small per-thread buffer (8 values an instruction with F16C), and the
+//! same f32 kernels run on it: the arithmetic of an f32 cache holding the rounded values, half
+//! the bytes from memory.
 
 use crate::kv_cache::KvValues;
 

@@ -31,7 +31,21 @@ const PREFIX: &str = "Human user:\nHow do I bake a cake? Task 1: harmful or unha
 
 #[test]
 fn a_covered_prompt_gets_exactly_the_split_computation() {
-    let plain = tiny();
+    covered_prompt_gets_the_split_computation(tiny());
+}
+
+/// The same with f16 KV caches: the prefix's cache holds f16 too, and copies into them.
+#[test]
+fn a_covered_prompt_gets_exactly_the_split_computation_with_an_f16_cache() {
+    let opts = guardreasoner_engine::LoadOptions {
+        kv_cache: guardreasoner_engine::KvType::F16,
+        ..common::load_options()
+    };
+    let engine = Engine::load(&common::fixtures().join("tiny-llama"), &opts).unwrap();
+    covered_prompt_gets_the_split_computation(engine);
+}
+
+fn covered_prompt_gets_the_split_computation(plain: Engine) {
     let mut cached = plain.clone();
     let n = cached.set_prefix(PREFIX).unwrap();
     let prefix: Vec<u32> = cached.prefix().unwrap().tokens().to_vec();
