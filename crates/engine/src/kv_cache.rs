@@ -336,7 +336,7 @@ impl KvValues<'_> {
             KvValues::F32(x) => x,
             KvValues::F16(x) => {
                 scratch.resize(x.len(), 0.0);
-                widen(x, scratch);
+                <f16 as crate::rowwise::Weight>::widen_into(x, scratch);
                 scratch
             }
         }
@@ -349,37 +349,6 @@ impl KvValues<'_> {
             KvValues::F32(x) => x.to_vec(),
             KvValues::F16(x) => x.iter().map(|v| v.to_f32()).collect(),
         }
-    }
-}
-
-/// `src` widened (exactly) into `dst`, 8 at a time with F16C where the CPU has it.
-fn widen(src: &[f16], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: the CPU has F16C and AVX; the lengths match.
-        unsafe { widen_f16c(src, dst) };
-        return;
-    }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
-    let n = src.len() / 8 * 8;
-    for i in (0..n).step_by(8) {
-        // SAFETY: i + 8 <= len of both.
-        unsafe {
-            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-        }
-    }
-    for (d, s) in dst[n..].iter_mut().zip(&src[n..]) {
-        *d = s.to_f32();
     }
 }
 
