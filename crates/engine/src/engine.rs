@@ -33,10 +33,10 @@ pub struct LoadOptions {
     /// the same logits for observers; without the screen's 8-bit copy of the matrix in memory.
     /// `GUARDREASONER_FULL_LOGITS=1` in the environment does the same for every load.
     pub full_logits: bool,
-    /// What the KV caches hold ([`KvType`]): f32 (the default) or f16 (half the memory and
-    /// the bytes decode's attention reads; the logits differ slightly). CPU only. When this is
-    /// the default, `GUARDREASONER_KV_CACHE=f16` (or `f32`) in the environment chooses.
-    pub kv_cache: KvType,
+    /// What the KV caches hold ([`KvType`]): f32 or f16 (half the memory and the bytes
+    /// decode's attention reads; the logits differ slightly). CPU only. `None` (the default):
+    /// `GUARDREASONER_KV_CACHE=f16` (or `f32`) in the environment if set, else f32.
+    pub kv_cache: Option<KvType>,
 }
 
 /// A model ready to generate, with its tokenizer.
@@ -65,15 +65,15 @@ impl Engine {
         };
         let full_logits =
             opts.full_logits || std::env::var("GUARDREASONER_FULL_LOGITS").as_deref() == Ok("1");
-        let kv_cache = match std::env::var("GUARDREASONER_KV_CACHE") {
-            Ok(v) if opts.kv_cache == KvType::default() => {
-                v.parse()
-                    .map_err(|_| crate::error::EngineError::InvalidRequest {
-                        field: "GUARDREASONER_KV_CACHE".into(),
-                        problem: format!("{v:?} is neither f32 nor f16"),
-                    })?
-            }
-            _ => opts.kv_cache,
+        let kv_cache = match (opts.kv_cache, std::env::var("GUARDREASONER_KV_CACHE")) {
+            (Some(kind), _) => kind,
+            (None, Ok(v)) => v
+                .parse()
+                .map_err(|_| crate::error::EngineError::InvalidRequest {
+                    field: "GUARDREASONER_KV_CACHE".into(),
+                    problem: format!("{v:?} is neither f32 nor f16"),
+                })?,
+            (None, Err(_)) => KvType::default(),
         };
         let model = Llama::new(loaded.config, weights, &device)?
             .with_greedy_screen(!full_logits)

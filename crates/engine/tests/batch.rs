@@ -138,7 +138,7 @@ fn batched_greedy_equals_unbatched_with_an_f16_cache() {
     };
     let load = |kv_cache| {
         let opts = LoadOptions {
-            kv_cache,
+            kv_cache: Some(kv_cache),
             ..common::load_options()
         };
         Engine::load(&path, &opts).unwrap()

@@ -1,6 +1,6 @@
 //! `GUARDREASONER_KV_CACHE=f16` (or `f32`) chooses the KV cache type for every load that leaves
-//! `LoadOptions::kv_cache` at its default; anything else is an error naming the variable. Alone
-//! in its test binary: it sets a process-wide variable.
+//! `LoadOptions::kv_cache` unset (`None`); an explicit choice wins, either way; anything else
+//! is an error naming the variable. Alone in its test binary: it sets a process-wide variable.
 
 mod common;
 
@@ -29,11 +29,21 @@ fn the_environment_variable_chooses_the_cache_type() {
     assert_eq!(kind(&default), f16_here);
     std::env::set_var("GUARDREASONER_KV_CACHE", "F32");
     assert_eq!(kind(&default), KvType::F32);
-    let asked = LoadOptions {
-        kv_cache: KvType::F16,
+    let asked = |kv| LoadOptions {
+        kv_cache: Some(kv),
         ..common::load_options()
     };
-    assert_eq!(kind(&asked), f16_here, "an explicit option wins");
+    assert_eq!(
+        kind(&asked(KvType::F16)),
+        f16_here,
+        "an explicit option wins"
+    );
+    std::env::set_var("GUARDREASONER_KV_CACHE", "f16");
+    assert_eq!(
+        kind(&asked(KvType::F32)),
+        KvType::F32,
+        "an explicit f32 wins too"
+    );
     std::env::set_var("GUARDREASONER_KV_CACHE", "q8");
     let err = load(&default).unwrap_err().to_string();
     assert!(

@@ -38,7 +38,7 @@ fn a_covered_prompt_gets_exactly_the_split_computation() {
 #[test]
 fn a_covered_prompt_gets_exactly_the_split_computation_with_an_f16_cache() {
     let opts = guardreasoner_engine::LoadOptions {
-        kv_cache: guardreasoner_engine::KvType::F16,
+        kv_cache: Some(guardreasoner_engine::KvType::F16),
         ..common::load_options()
     };
     let engine = Engine::load(&common::fixtures().join("tiny-llama"), &opts).unwrap();

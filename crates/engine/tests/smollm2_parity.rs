@@ -258,7 +258,7 @@ fn an_f16_cache_matches_llama_cpp_s_f16_cache_on_the_f32_twin() {
     };
     let opts = guardreasoner_engine::LoadOptions {
         dequantize_q4_1: true,
-        kv_cache: guardreasoner_engine::KvType::F16,
+        kv_cache: Some(guardreasoner_engine::KvType::F16),
         ..common::load_options()
     };
     let engine = Engine::load(&path, &opts).unwrap();

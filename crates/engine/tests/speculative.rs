@@ -156,7 +156,7 @@ fn speculative_greedy_equals_plain_greedy_with_an_f16_cache() {
         return;
     };
     let opts = guardreasoner_engine::LoadOptions {
-        kv_cache: guardreasoner_engine::KvType::F16,
+        kv_cache: Some(guardreasoner_engine::KvType::F16),
         ..common::load_options()
     };
     let engine = Engine::load(&path, &opts).unwrap();

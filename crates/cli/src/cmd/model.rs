@@ -25,9 +25,9 @@ pub struct ModelArgs {
     pub device: String,
     /// What the KV cache holds (local backend, CPU): `f32`, or `f16` (half the cache's
     /// memory and the bytes decode's attention reads, as llama.cpp's default; the logits
-    /// differ slightly from f32's).
-    #[arg(long, env = "GUARDREASONER_KV_CACHE", default_value = "f32", value_parser = ["f32", "f16"])]
-    pub kv_cache: String,
+    /// differ slightly from f32's). Without it: GUARDREASONER_KV_CACHE if set, else f32.
+    #[arg(long, value_parser = ["f32", "f16"])]
+    pub kv_cache: Option<String>,
     /// `local` runs the model in this process; `openai` sends the prompts to an
     /// OpenAI-compatible completions server at --base-url (vLLM, TGI, llama.cpp server,
     /// `guardreasoner serve`), with --model as the served model name.
@@ -125,7 +125,7 @@ pub fn load_backend(args: &ModelArgs) -> anyhow::Result<Box<dyn GuardBackend>> {
     if !args.draft_corpus.is_empty() && (args.scripted.is_some() || args.backend != "local") {
         anyhow::bail!("--draft-corpus applies to the local backend only");
     }
-    let kv_cache: KvType = args.kv_cache.parse()?;
+    let kv_cache: Option<KvType> = args.kv_cache.as_deref().map(str::parse).transpose()?;
     if let Some(path) = &args.scripted {
         let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
         let outputs: Vec<String> = serde_json::from_slice(&text)
