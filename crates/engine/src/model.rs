@@ -237,14 +237,6 @@ impl Llama {
         self
     }
 
-    /// What [`Self::new_cache`]'s caches hold on this model's device.
-    pub fn kv_type(&self) -> KvType {
-        match self.device.is_cpu() {
-            true => self.kv_type,
-            false => KvType::F32,
-        }
-    }
-
     /// Run `tokens` at positions `start_pos..start_pos + tokens.len()`, reading earlier positions
     /// from `cache` and writing these ones into it. Returns logits `(seq, vocab)` f32 for every
     /// position.

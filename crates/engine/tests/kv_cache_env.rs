@@ -10,12 +10,7 @@ use guardreasoner_engine::{Engine, KvType, LoadOptions};
 fn the_environment_variable_chooses_the_cache_type() {
     let path = common::fixtures().join("tiny-llama");
     let load = |opts: &LoadOptions| Engine::load(&path, opts);
-    let kind = |opts: &LoadOptions| {
-        let engine = load(opts).unwrap();
-        let cache = engine.model().new_cache(4).unwrap();
-        assert_eq!(cache.kv_type(), engine.model().kv_type());
-        cache.kv_type()
-    };
+    let kind = |opts: &LoadOptions| load(opts).unwrap().model().new_cache(4).unwrap().kv_type();
     // f16 caches are CPU only; other devices keep f32 whatever is asked.
     let f16_here = if common::on_cpu() {
         KvType::F16
