@@ -53,6 +53,8 @@ MODELS=(
 )
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# a / b to two decimals: a ratio of the tables.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 # "... prefill ... = X tok/s; decode ... = Y tok/s" -> "X Y"
 rates() { grep -o '[0-9.]* tok/s' | awk '{printf "%s ", $1} END {print ""}'; }
 
@@ -101,14 +103,14 @@ for entry in "${MODELS[@]}"; do
   op=$(printf '%s\n' "${ours_pp[@]}" | median); ot=$(printf '%s\n' "${ours_tg[@]}" | median)
   cp=$(printf '%s\n' "${cpp_pp[@]}" | median); ct=$(printf '%s\n' "${cpp_tg[@]}" | median)
   size=$(awk -v b="$(stat -c %s "$file")" 'BEGIN {printf "%.0f", b / 1e6}')
-  ROWS+=("| $shown | $size MB | $op | $cp | $(awk -v a="$op" -v b="$cp" 'BEGIN {printf "%.2f", a / b}') | $ot | $ct | $(awk -v a="$ot" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') |")
+  ROWS+=("| $shown | $size MB | $op | $cp | $(ratio "$op" "$cp") | $ot | $ct | $(ratio "$ot" "$ct") |")
   echo "${ROWS[-1]}" > "$cached"
   # What our decode step reads: the file, less the output matrix read through the screen.
   if [ -n "$screen" ]; then
     read -r dense copy <<< "$screen"
     of=$(printf '%s\n' "${ours_full[@]}" | median)
     awk -v s="$size" -v d="$dense" -v c="$copy" 'BEGIN {printf "%.0f\n", s - d + c}' > "$cached.reads"
-    echo "| $shown | $dense MB as $copy MB | $ot | $of | $ct | $(awk -v a="$ot" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$of" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') |" > "$cached.screen"
+    echo "| $shown | $dense MB as $copy MB | $ot | $of | $ct | $(ratio "$ot" "$ct") | $(ratio "$of" "$ct") |" > "$cached.screen"
   else
     echo "$size" > "$cached.reads"; rm -f "$cached.screen"
   fi
@@ -142,7 +144,7 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "kv16" =~ $BENCH_ONLY ]]; then
     done
     op=$(printf '%s\n' "${ours_pp[@]}" | median); ot=$(printf '%s\n' "${ours_tg[@]}" | median)
     cp=$(printf '%s\n' "${cpp_pp[@]}" | median); ct=$(printf '%s\n' "${cpp_tg[@]}" | median)
-    echo "| $name (llama.cpp without extra buffers) | $op | $cp | $(awk -v a="$op" -v b="$cp" 'BEGIN {printf "%.2f", a / b}') | $ot | $ct | $(awk -v a="$ot" -v b="$ct" 'BEGIN {printf "%.2f", a / b}') |"
+    echo "| $name (llama.cpp without extra buffers) | $op | $cp | $(ratio "$op" "$cp") | $ot | $ct | $(ratio "$ot" "$ct") |"
   done > "$RESULTS/kv16.table"
 fi
 
@@ -176,7 +178,7 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "verdict" =~ $BENCH_ONLY ]]; then
   opre=$(printf '%s\n' "${pre[@]}" | median); ocor=$(printf '%s\n' "${cor[@]}" | median)
   oc=$(printf '%s\n' "${cpp[@]}" | median)
   items=$("$PYTHON" -c "import json; d=json.load(open('$ids')); print(', '.join(f'{len(i[\"prompt\"])}+{len(i[\"output\"])}' for i in d))")
-  VERDICT_ROW="| $VERDICT_ITEMS verdicts ($items prompt+generated tokens), Llama-3.2-1B shape Q4_K_M$verdict_note | $op | $os | $opre | $ocor | $oc | $(awk -v a="$opre" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$ocor" -v b="$oc" 'BEGIN {printf "%.2f", a / b}') | $tpp | $tpc |"
+  VERDICT_ROW="| $VERDICT_ITEMS verdicts ($items prompt+generated tokens), Llama-3.2-1B shape Q4_K_M$verdict_note | $op | $os | $opre | $ocor | $oc | $(ratio "$opre" "$oc") | $(ratio "$ocor" "$oc") | $tpp | $tpc |"
   echo "$VERDICT_ROW" > "$RESULTS/verdict.row"
 elif [ -f "$RESULTS/verdict.row" ]; then
   VERDICT_ROW=$(cat "$RESULTS/verdict.row")
